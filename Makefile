@@ -1,0 +1,35 @@
+# Each target creates .venv on first use and installs what it needs into it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?= -q
+
+.PHONY: test demo bench experiment clean
+
+$(VENV)/.core: setup.py
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.core
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.bench: $(VENV)/.core
+	$(PY) -m pip install -q -e '.[bench]'
+	touch $@
+
+test: $(VENV)/.test
+	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+demo: $(VENV)/.core
+	$(PY) -m hyperprompt.demo
+
+bench: $(VENV)/.bench
+	$(PY) -m bench.run
+
+experiment: $(VENV)/.core
+	$(PY) -m bench.experiment
+
+clean:
+	rm -rf $(VENV)

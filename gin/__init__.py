@@ -1,0 +1,1 @@
+"""Gin configs, installed so `--gin_file` can name them from anywhere."""

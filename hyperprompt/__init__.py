@@ -1,0 +1,1 @@
+"""HyperPrompt for T5 in JAX/Flax."""

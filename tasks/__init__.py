@@ -1,0 +1,1 @@
+"""seqio tasks and mixtures (installed as hyperprompt.tasks)."""
