@@ -1,0 +1,211 @@
+"""Multi-head attention with optional key/value prefixes, and its decode cache.
+
+A prefix is a pair `(key, value)`, each `[batch, prefix_length, heads,
+head_dim]`, prepended to the keys and values along the length axis
+(METHOD.md section 1). Prefix positions are always visible: the padding and
+causal masks and the relative position bias apply to the real keys only; the
+prefix columns get bias 0.
+"""
+from typing import Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hyperprompt.config import T5Config
+from hyperprompt.layers import DenseGeneral, default_kernel_init
+from hyperprompt.layers import with_sharding_constraint
+
+Prefix = Tuple[jax.Array, jax.Array]
+
+# Additive bias of a masked key; large but finite so fully masked rows
+# (padding queries) stay NaN-free.
+MASKED = -1e10
+
+
+def mask_to_bias(mask: Optional[jax.Array], dtype) -> Optional[jax.Array]:
+  """Boolean mask [batch, 1, q, k] -> additive bias (0 or MASKED)."""
+  if mask is None:
+    return None
+  return jnp.where(mask, 0.0, MASKED).astype(dtype)
+
+
+def dot_product_attention(query: jax.Array,
+                          key: jax.Array,
+                          value: jax.Array,
+                          bias: Optional[jax.Array],
+                          *,
+                          dropout_rate: float = 0.0,
+                          dropout_rng: Optional[jax.Array] = None,
+                          float32_logits: bool = True) -> jax.Array:
+  """Softmax attention without 1/sqrt(d) scaling (T5 folds it into init).
+
+  Args:
+    query: [batch, q_length, heads, head_dim]
+    key: [batch, k_length, heads, head_dim]
+    value: [batch, k_length, heads, head_dim]
+    bias: broadcastable to [batch, heads, q_length, k_length], or None.
+
+  Returns:
+    [batch, q_length, heads, head_dim]
+  """
+  dtype = query.dtype
+  if float32_logits:
+    query, key = query.astype(jnp.float32), key.astype(jnp.float32)
+  # [batch, heads, q_length, k_length]
+  logits = jnp.einsum('bqhd,bkhd->bhqk', query, key)
+  if bias is not None:
+    logits = logits + bias.astype(logits.dtype)
+  weights = jax.nn.softmax(logits).astype(dtype)
+  if dropout_rng is not None and dropout_rate > 0.0:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+    weights = weights * keep.astype(dtype) / jnp.asarray(1.0 - dropout_rate,
+                                                         dtype)
+  return jnp.einsum('bhqk,bkhd->bqhd', weights, value.astype(dtype))
+
+
+def with_prefix(key: jax.Array, value: jax.Array, bias: Optional[jax.Array],
+                prefix: Optional[Prefix]):
+  """Prepends a prefix to keys and values; its columns get bias 0.
+
+  Args:
+    key, value: [batch, k_length, heads, head_dim]
+    bias: [batch or 1, heads or 1, q_length, k_length] or None.
+    prefix: ([batch, l, heads, head_dim], [batch, l, heads, head_dim]) or None.
+
+  Returns:
+    key, value: [batch, l + k_length, heads, head_dim]; bias with `l` zero
+    columns in front (or None).
+  """
+  if prefix is None:
+    return key, value, bias
+  prefix_key, prefix_value = prefix
+  length = prefix_key.shape[1]
+  key = jnp.concatenate([prefix_key.astype(key.dtype), key], axis=1)
+  value = jnp.concatenate([prefix_value.astype(value.dtype), value], axis=1)
+  if bias is not None:
+    bias = jnp.pad(bias, [(0, 0)] * (bias.ndim - 1) + [(length, 0)])
+  return key, value, bias
+
+
+class MultiHeadAttention(nn.Module):
+  """T5 multi-head attention (`query`, `key`, `value`, `out` projections).
+
+  Decoding: the call that first sees `decode=True` creates the cache (zeros
+  for self-attention, the projected encoder outputs for cross-attention) and
+  otherwise runs as usual; later calls feed one position at a time, at
+  `decode_index`, and read keys and values from the cache.
+
+  Attributes:
+    config: the backbone configuration.
+    cross: whether this is encoder-decoder attention (its keys and values
+      depend only on the encoder output, so the decode cache keeps them
+      projected once).
+  """
+  config: T5Config
+  cross: bool = False
+
+  @nn.compact
+  def __call__(self,
+               inputs_q: jax.Array,
+               inputs_kv: jax.Array,
+               mask: Optional[jax.Array] = None,
+               bias: Optional[jax.Array] = None,
+               prefix: Optional[Prefix] = None,
+               *,
+               deterministic: bool = True,
+               decode: bool = False,
+               decode_index: Optional[jax.Array] = None) -> jax.Array:
+    """Attends from `inputs_q` to `[prefix; inputs_kv]`.
+
+    Args:
+      inputs_q: [batch, q_length, emb_dim]
+      inputs_kv: [batch, kv_length, emb_dim]
+      mask: boolean [batch, 1, q_length, kv_length] over the real keys.
+      bias: [1, heads, q_length, kv_length] relative position bias, or None.
+      prefix: key/value prefix, never masked and never position-biased.
+      deterministic: disables dropout.
+      decode: use and update the autoregressive cache.
+      decode_index: scalar position of the single decoded query.
+
+    Returns:
+      [batch, q_length, emb_dim]
+    """
+    cfg = self.config
+    dtype = cfg.activation_dtype
+    projection = lambda name, init=default_kernel_init: DenseGeneral(
+        (cfg.num_heads, cfg.head_dim), kernel_axes=('embed', 'joined_kv'),
+        dtype=dtype, kernel_init=init, name=name)
+    # T5 does not divide logits by sqrt(head_dim); the query init does.
+    query_init = lambda key, shape, dtype: default_kernel_init(
+        key, shape, dtype) / jnp.sqrt(cfg.head_dim).astype(dtype)
+    axes = ('batch', 'length', 'heads', 'kv')
+
+    # [batch, q_length, emb_dim] -> [batch, q_length, heads, head_dim]
+    query = with_sharding_constraint(projection('query', query_init)(inputs_q),
+                                     axes)
+    key_proj, value_proj = projection('key'), projection('value')
+
+    if decode and self.cross:
+      key, value = self._cached_cross_kv(key_proj, value_proj, inputs_kv)
+    else:
+      # [batch, kv_length, emb_dim] -> [batch, kv_length, heads, head_dim]
+      key = with_sharding_constraint(key_proj(inputs_kv), axes)
+      value = with_sharding_constraint(value_proj(inputs_kv), axes)
+      if decode:
+        key, value, mask = self._cached_self_kv(key, value, mask,
+                                                decode_index)
+
+    attention_bias = mask_to_bias(mask, dtype)
+    if bias is not None:
+      attention_bias = bias if attention_bias is None else attention_bias + bias
+    key, value, attention_bias = with_prefix(key, value, attention_bias,
+                                             prefix)
+
+    dropout_rng = None
+    if not deterministic and cfg.dropout_rate > 0.0:
+      dropout_rng = self.make_rng('dropout')
+    x = dot_product_attention(
+        query, key, value, attention_bias,
+        dropout_rate=cfg.dropout_rate, dropout_rng=dropout_rng,
+        float32_logits=cfg.float32_attention_logits)
+    # [batch, q_length, heads, head_dim] -> [batch, q_length, emb_dim]
+    return DenseGeneral(inputs_q.shape[-1], axis=(-2, -1),
+                        kernel_axes=('joined_kv', 'embed'), dtype=dtype,
+                        name='out')(x)
+
+  def _cached_self_kv(self, key, value, mask, decode_index):
+    """Writes this step's key/value into the cache and returns all of it."""
+    initialized = self.has_variable('cache', 'cached_key')
+    cached_key = self.variable('cache', 'cached_key', jnp.zeros, key.shape,
+                               key.dtype)
+    cached_value = self.variable('cache', 'cached_value', jnp.zeros,
+                                 value.shape, value.dtype)
+    if not initialized:
+      # The cache-creating call runs a normal (causally masked) pass.
+      return key, value, mask
+    batch, length = cached_key.value.shape[:2]
+    if key.shape[1] != 1:
+      raise ValueError('Cached decoding feeds one position at a time; got a '
+                       f'query of length {key.shape[1]}.')
+    key = jax.lax.dynamic_update_slice_in_dim(cached_key.value, key,
+                                              decode_index, axis=1)
+    value = jax.lax.dynamic_update_slice_in_dim(cached_value.value, value,
+                                                decode_index, axis=1)
+    cached_key.value, cached_value.value = key, value
+    # The single query sees positions already written, never the zeros after.
+    visible = jnp.broadcast_to(jnp.arange(length) <= decode_index,
+                               (batch, 1, 1, length))
+    mask = visible if mask is None else jnp.logical_and(mask, visible)
+    return key, value, mask
+
+  def _cached_cross_kv(self, key_proj, value_proj, encoded):
+    """Projects the encoder output once, at cache creation, then reuses it."""
+    axes = ('batch', 'length', 'heads', 'kv')
+    cached_key = self.variable(
+        'cache', 'cached_key',
+        lambda: with_sharding_constraint(key_proj(encoded), axes))
+    cached_value = self.variable(
+        'cache', 'cached_value',
+        lambda: with_sharding_constraint(value_proj(encoded), axes))
+    return cached_key.value, cached_value.value

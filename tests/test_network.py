@@ -1,0 +1,117 @@
+"""The T5 backbone against Hugging Face transformers, published sizes and its
+own cached decoder."""
+import functools
+import os
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hyperprompt import pretrained
+from hyperprompt.config import T5Config
+from hyperprompt.network import Transformer
+
+import hf_reference
+
+GIN_SIZES = os.path.join(os.path.dirname(__file__), '..', 'gin', 'models',
+                         'sizes')
+
+
+def _init(model, inputs, decoder_inputs, targets):
+  init = functools.partial(model.init, enable_dropout=False)
+  return jax.jit(init)(jax.random.PRNGKey(0), inputs, decoder_inputs, targets)
+
+
+@pytest.mark.parametrize('variant', ['v1_1', 'v1_0'])
+def test_matches_transformers_on_padded_batch(tmp_path, variant):
+  hf_model = hf_reference.save_random_hf_t5(tmp_path, variant)
+  config = pretrained.hf_config(str(tmp_path), dropout_rate=0.0)
+  assert config.num_heads * config.head_dim != config.emb_dim
+  model = Transformer(config)
+  inputs, decoder_inputs, targets = hf_reference.padded_batch(
+      config.vocab_size)
+  params = pretrained.load_hf(
+      str(tmp_path), _init(model, inputs, decoder_inputs, targets)['params'])
+  ours = model.apply({'params': params}, inputs, decoder_inputs, targets,
+                     enable_dropout=False)
+  reference = hf_reference.hf_logits(hf_model, inputs, decoder_inputs,
+                                     targets)
+  valid = targets > 0
+  np.testing.assert_allclose(np.asarray(ours)[valid], reference[valid],
+                             atol=1e-4, rtol=1e-4)
+
+
+def test_hf_import_names_a_mismatched_parameter(tmp_path):
+  hf_reference.save_random_hf_t5(tmp_path, 'v1_1')
+  config = pretrained.hf_config(str(tmp_path), mlp_dim=44)
+  model = Transformer(config)
+  inputs, decoder_inputs, targets = hf_reference.padded_batch(
+      config.vocab_size)
+  template = _init(model, inputs, decoder_inputs, targets)['params']
+  with pytest.raises(ValueError, match=r'encoder/layers_0/mlp/wi_0/kernel'):
+    pretrained.load_hf(str(tmp_path), template)
+
+
+def _tiny_config(**overrides):
+  kwargs = dict(vocab_size=50, emb_dim=16, num_heads=3, head_dim=8,
+                num_encoder_layers=2, num_decoder_layers=2, mlp_dim=24,
+                dropout_rate=0.0, relative_attention_num_buckets=8,
+                relative_attention_max_distance=16)
+  kwargs.update(overrides)
+  return T5Config(**kwargs)
+
+
+@pytest.mark.parametrize('logits_via_embedding', [False, True])
+def test_cached_decoding_equals_teacher_forcing(logits_via_embedding):
+  config = _tiny_config(logits_via_embedding=logits_via_embedding)
+  model = Transformer(config)
+  rng = np.random.default_rng(1)
+  inputs = rng.integers(1, 50, (2, 9)).astype(np.int32)
+  inputs[1, 5:] = 0
+  targets = rng.integers(1, 50, (2, 6)).astype(np.int32)
+  decoder_inputs = np.pad(targets[:, :-1], [(0, 0), (1, 0)])
+  params = _init(model, inputs, decoder_inputs, targets)['params']
+  full = model.apply({'params': params}, inputs, decoder_inputs, targets,
+                     enable_dropout=False)
+
+  encoded = model.apply({'params': params}, inputs, enable_dropout=False,
+                        method=model.encode)
+  _, state = model.apply({'params': params}, encoded, inputs,
+                         jnp.zeros_like(decoder_inputs), None,
+                         enable_dropout=False, decode=True, mutable=['cache'],
+                         method=model.decode)
+  cache = state['cache']
+  for t in range(targets.shape[1]):
+    step_logits, state = model.apply(
+        {'params': params, 'cache': cache}, encoded, inputs,
+        decoder_inputs[:, t:t + 1], None, enable_dropout=False, decode=True,
+        mutable=['cache'], method=model.decode)
+    cache = state['cache']
+    np.testing.assert_allclose(step_logits[:, 0], full[:, t], atol=1e-5,
+                               rtol=1e-5)
+
+
+# Published sizes: T5.1.1 from the t5x/T5 release notes; T5 v1.0 from Raffel
+# et al. (2020), Table 14 caption ("60 million", "220 million").
+PUBLISHED = {
+    't5_1_1_small': 77e6, 't5_1_1_base': 248e6, 't5_1_1_large': 783e6,
+    't5_1_1_xl': 2.85e9, 't5_1_1_xxl': 11.1e9, 't5_small': 60e6,
+    't5_base': 220e6,
+}
+
+
+@pytest.mark.parametrize('size', sorted(PUBLISHED))
+def test_gin_sizes_match_published_parameter_counts(size):
+  gin.clear_config()
+  gin.parse_config_file(os.path.join(GIN_SIZES, f'{size}.gin'))
+  config = T5Config()
+  gin.clear_config()
+  model = Transformer(config)
+  tokens = jax.ShapeDtypeStruct((1, 8), jnp.int32)
+  shapes = jax.eval_shape(
+      functools.partial(model.init, enable_dropout=False),
+      jax.random.PRNGKey(0), tokens, tokens, tokens)['params']
+  count = sum(np.prod(x.shape) for x in jax.tree.leaves(shapes))
+  assert count == pytest.approx(PUBLISHED[size], rel=0.02)
