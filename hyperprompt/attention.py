@@ -30,33 +30,33 @@ def mask_to_bias(mask: Optional[jax.Array], dtype) -> Optional[jax.Array]:
   return jnp.where(mask, 0.0, MASKED).astype(dtype)
 
 
-def dot_product_attention(query: jax.Array,
-                          key: jax.Array,
-                          value: jax.Array,
-                          bias: Optional[jax.Array],
-                          *,
-                          dropout_rate: float = 0.0,
-                          dropout_rng: Optional[jax.Array] = None,
-                          float32_logits: bool = True) -> jax.Array:
-  """Softmax attention without 1/sqrt(d) scaling (T5 folds it into init).
+def attention_weights(query: jax.Array, key: jax.Array,
+                      bias: Optional[jax.Array],
+                      float32_logits: bool = True) -> jax.Array:
+  """Softmax over keys, without 1/sqrt(d) scaling (T5 folds it into init).
 
   Args:
     query: [batch, q_length, heads, head_dim]
     key: [batch, k_length, heads, head_dim]
-    value: [batch, k_length, heads, head_dim]
     bias: broadcastable to [batch, heads, q_length, k_length], or None.
 
   Returns:
-    [batch, q_length, heads, head_dim]
+    [batch, heads, q_length, k_length] in the query's dtype.
   """
   dtype = query.dtype
   if float32_logits:
     query, key = query.astype(jnp.float32), key.astype(jnp.float32)
-  # [batch, heads, q_length, k_length]
   logits = jnp.einsum('bqhd,bkhd->bhqk', query, key)
   if bias is not None:
     logits = logits + bias.astype(logits.dtype)
-  weights = jax.nn.softmax(logits).astype(dtype)
+  return jax.nn.softmax(logits).astype(dtype)
+
+
+def combine_values(weights: jax.Array, value: jax.Array,
+                   dropout_rate: float = 0.0,
+                   dropout_rng: Optional[jax.Array] = None) -> jax.Array:
+  """[batch, heads, q, k] weights x [batch, k, heads, d] -> [batch, q, heads, d]."""
+  dtype = weights.dtype
   if dropout_rng is not None and dropout_rate > 0.0:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
     weights = weights * keep.astype(dtype) / jnp.asarray(1.0 - dropout_rate,
@@ -165,10 +165,14 @@ class MultiHeadAttention(nn.Module):
     dropout_rng = None
     if not deterministic and cfg.dropout_rate > 0.0:
       dropout_rng = self.make_rng('dropout')
-    x = dot_product_attention(
-        query, key, value, attention_bias,
-        dropout_rate=cfg.dropout_rate, dropout_rng=dropout_rng,
-        float32_logits=cfg.float32_attention_logits)
+    weights = attention_weights(query, key, attention_bias,
+                                cfg.float32_attention_logits)
+    if prefix is not None:
+      # The paper's analysis: attention mass on the prompts, [batch, heads, q].
+      # Recorded only when the caller makes 'intermediates' mutable.
+      self.sow('intermediates', 'prefix_attention_mass',
+               jnp.sum(weights[..., :prefix[0].shape[1]], axis=-1))
+    x = combine_values(weights, value, cfg.dropout_rate, dropout_rng)
     # [batch, q_length, heads, head_dim] -> [batch, q_length, emb_dim]
     return DenseGeneral(inputs_q.shape[-1], axis=(-2, -1),
                         kernel_axes=('joined_kv', 'embed'), dtype=dtype,

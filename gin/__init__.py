@@ -1,1 +1,0 @@
-"""Gin configs, installed so `--gin_file` can name them from anywhere."""
