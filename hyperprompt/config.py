@@ -6,11 +6,9 @@ a long list of keyword arguments. Sizes live in gin (gin/models/sizes/*.gin).
 import dataclasses
 from typing import Tuple
 
-import gin
 import jax.numpy as jnp
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class T5Config:
   """Hyperparameters of a T5 encoder-decoder.

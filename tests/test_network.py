@@ -106,7 +106,7 @@ PUBLISHED = {
 def test_gin_sizes_match_published_parameter_counts(size):
   gin.clear_config()
   gin.parse_config_file(os.path.join(GIN_SIZES, f'{size}.gin'))
-  config = T5Config()
+  config = gin.get_configurable(T5Config)()
   gin.clear_config()
   model = Transformer(config)
   tokens = jax.ShapeDtypeStruct((1, 8), jnp.int32)
