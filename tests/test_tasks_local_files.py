@@ -1,0 +1,107 @@
+"""The same tasks read the original GLUE TSV / SuperGLUE JSONL releases."""
+import json
+
+import gin
+import pytest
+import seqio
+
+import hyperprompt.tasks  # Registers the tasks.
+from hyperprompt.tasks import local_files
+
+
+@pytest.fixture
+def data_dirs(tmp_path):
+  glue, sg = tmp_path / "glue_data", tmp_path / "SuperGLUE"
+  files = {
+      glue / "CoLA" / "dev.tsv":  # No header, as released.
+          "gj04\t1\t\tThe book was read.\ngj04\t0\t*\tBook the read was.\n",
+      glue / "MNLI" / "dev_mismatched.tsv":
+          "index\tsentence1\tsentence2\tlabel1\tgold_label\n"
+          "0\tA man sleeps.\tA man is awake.\tcontradiction\tcontradiction\n",
+      glue / "STS-B" / "train.tsv":
+          "index\tgenre\tsentence1\tsentence2\tscore\n"
+          "0\tnews\tA cat.\tA kitten.\t4.44\n",
+      sg / "MultiRC" / "val.jsonl": json.dumps({
+          "idx": 3, "passage": {"text": "Sue ran.", "questions": [{
+              "idx": 1, "question": "Who ran?", "answers": [
+                  {"idx": 0, "text": "Sue", "label": 1},
+                  {"idx": 1, "text": "Bob", "label": 0}]}]}}) + "\n",
+      sg / "ReCoRD" / "val.jsonl": json.dumps({
+          "idx": 0, "passage": {"text": "Paris is big.@highlight\nFrance",
+                                "entities": [{"start": 0, "end": 4},
+                                             {"start": 24, "end": 29}]},
+          "qas": [{"idx": 7, "query": "@placeholder is big.",
+                   "answers": [{"start": 0, "end": 4, "text": "Paris"}]}]})
+          + "\n",
+      sg / "WSC" / "train.jsonl": json.dumps({
+          "idx": 0, "label": True, "text": "Sam said he left .",
+          "target": {"span1_index": 0, "span1_text": "Sam",
+                     "span2_index": 2, "span2_text": "he"}}) + "\n",
+      sg / "BoolQ" / "val.jsonl": json.dumps({
+          "idx": 0, "label": False, "question": "is it hot",
+          "passage": "It is cold."}) + "\n",
+  }
+  for path, text in files.items():
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+  with gin.unlock_config():
+    gin.bind_parameter("hyperprompt.tasks.text_vocab.text_vocabulary."
+                       "vocabulary", seqio.ByteVocabulary())
+    gin.bind_parameter("hyperprompt.tasks.sources.local_data_dirs.glue",
+                       str(glue))
+    gin.bind_parameter("hyperprompt.tasks.sources.local_data_dirs.super_glue",
+                       str(sg))
+  yield
+  gin.clear_config()
+
+
+def _examples(task, split):
+  ds = seqio.get_mixture_or_task(task).get_dataset(
+      {"inputs": 128, "targets": 16}, split, shuffle=False)
+  return [(ex["inputs_pretokenized"].decode(),
+           ex["targets_pretokenized"].decode(), int(ex["task_id"]))
+          for ex in ds.as_numpy_iterator()]
+
+
+def test_glue_tsv_files(data_dirs):
+  del data_dirs
+  assert _examples("hp_glue_cola", "validation") == [
+      ("cola sentence: The book was read.", "acceptable", 0),
+      ("cola sentence: Book the read was.", "unacceptable", 0)]
+  assert _examples("hp_glue_mnli", "validation_mismatched") == [
+      ("mnli premise: A man sleeps. hypothesis: A man is awake.",
+       "contradiction", 5)]
+  assert _examples("hp_glue_stsb", "train") == [
+      ("stsb sentence1: A cat. sentence2: A kitten.", "4.4", 4)]
+
+
+def test_super_glue_jsonl_files(data_dirs):
+  del data_dirs
+  assert _examples("hp_superglue_multirc", "validation") == [
+      ("multirc question: Who ran? answer: Sue paragraph: Sue ran.", "True",
+       3),
+      ("multirc question: Who ran? answer: Bob paragraph: Sue ran.", "False",
+       3)]
+  assert _examples("hp_superglue_record", "validation") == [
+      ("record query: @placeholder is big. entities: France, Paris "
+       "passage: Paris is big.. France", "Paris", 4)]
+  assert _examples("hp_superglue_wsc", "train") == [
+      ("wsc text: #Sam# said *he* left .", "True", 7)]
+  assert _examples("hp_superglue_boolq", "validation") == [
+      ("boolq question: is it hot passage: It is cold.", "False", 0)]
+
+
+def test_local_rows_have_the_tfds_feature_types(data_dirs):
+  del data_dirs
+  multirc_dir = gin.query_parameter(
+      "hyperprompt.tasks.sources.local_data_dirs.super_glue")
+  ds = local_files.read_super_glue("multirc", multirc_dir, "validation")
+  ex = next(ds.as_numpy_iterator())
+  assert ex["idx"] == {"paragraph": 3, "question": 1, "answer": 0}
+  assert ds.element_spec["label"].dtype.name == "int64"
+
+
+def test_missing_file_says_where_to_point(data_dirs):
+  del data_dirs
+  with pytest.raises(FileNotFoundError, match="RTE/"):
+    _examples("hp_glue_rte", "train")
