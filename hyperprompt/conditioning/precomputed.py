@@ -1,0 +1,149 @@
+"""Precomputed prefixes: per-task key/value prompts read from a file.
+
+After training, a prefix-producing conditioner (HyperPrompt, prefix tuning)
+is only a table: for each task, each prompted attention's key and value
+prompts. `hyperprompt.export` writes that table; this conditioner serves it
+with no hypernetwork, giving the same logits as the model it came from.
+
+File format (NumPy .npz, float32), one pair of arrays per prompted group:
+  '{stack}_{kind}_key', '{stack}_{kind}_value'
+      [num_tasks, num_layers_of_stack, l, heads, head_dim]
+with (stack, kind) in ('encoder', 'self'), ('decoder', 'self'),
+('decoder', 'cross'); a group that is not prompted is absent.
+
+The prefixes are *parameters initialised from the file*, not constants:
+they then live in the params tree, so they are sharded, checkpointed and
+restored like every other weight (a constant would be baked, replicated,
+into every compiled program: 200 MB at T5-XXL), and a collapsed prefix-tuning
+model is the same params tree. Keep them fixed while tuning the backbone with
+`freezing.freeze(..., train='backbone')`. The file is read only at
+initialisation; afterwards the params (e.g. from a checkpoint) are the truth.
+"""
+from typing import Dict, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hyperprompt.conditioning import placement as placement_lib
+from hyperprompt.conditioning.interface import Conditioner, Conditioning
+from hyperprompt.config import T5Config
+from hyperprompt.layers import param_with_axes
+
+GROUPS = (('encoder', 'self'), ('decoder', 'self'), ('decoder', 'cross'))
+NAMES = tuple(f'{stack}_{kind}_{part}' for stack, kind in GROUPS
+              for part in ('key', 'value'))
+AXES = ('tasks', 'prompt_sites', 'prompt_length', 'heads', 'kv')
+
+
+def stack_prefixes(conditioning: Conditioning) -> Dict[str, np.ndarray]:
+  """Conditioning of the tasks 0..T-1 (batch = T) -> the file's arrays.
+
+  Raises if the conditioning is not made of key/value prefixes only, or if
+  only some layers of a stack are prompted (the file cannot say which).
+  """
+  if conditioning.input_prompts is not None or any(
+      layer.adapter is not None
+      for layer in conditioning.encoder + conditioning.decoder):
+    raise ValueError(
+        'This conditioner produces input prompts or adapters, which are not '
+        'key/value prefixes; only prefix-producing conditioners (HyperPrompt, '
+        'PrefixTuning, Precomputed) can be exported.')
+  arrays = {}
+  for stack, kind in GROUPS:
+    layers = getattr(conditioning, stack)
+    prefixes = [getattr(layer, f'{kind}_prefix') for layer in layers]
+    present = [p is not None for p in prefixes]
+    if not any(present):
+      continue
+    if not all(present):
+      raise ValueError(f'Only some {stack} layers have {kind}-attention '
+                       'prefixes; the prefix file stores whole stacks.')
+    for i, part in enumerate(('key', 'value')):
+      # L x [T, l, h, d_h] -> [T, L, l, h, d_h]
+      arrays[f'{stack}_{kind}_{part}'] = np.stack(
+          [np.asarray(p[i], np.float32) for p in prefixes], axis=1)
+  return arrays
+
+
+def save_prefixes(path: str, prefixes: Dict[str, np.ndarray]) -> None:
+  unknown = set(prefixes) - set(NAMES)
+  if unknown:
+    raise ValueError(f'Unknown prefix arrays {sorted(unknown)}; expected '
+                     f'names among {NAMES}.')
+  with open(path, 'wb') as f:
+    np.savez(f, **prefixes)
+
+
+def load_prefixes(path: str) -> Dict[str, np.ndarray]:
+  with np.load(path, allow_pickle=False) as data:
+    prefixes = {name: data[name] for name in data.files}
+  unknown = set(prefixes) - set(NAMES)
+  # Every group needs both its keys and its values.
+  unpaired = ({n[:-len('_key')] for n in prefixes if n.endswith('_key')} ^
+              {n[:-len('_value')] for n in prefixes if n.endswith('_value')})
+  if unknown or unpaired or not prefixes:
+    raise ValueError(f'{path} is not a prefix file: arrays {sorted(prefixes)}'
+                     f', expected names among {NAMES} (written by '
+                     '`python -m hyperprompt.export`).')
+  return prefixes
+
+
+def _check_shapes(shapes: Dict[str, tuple], config: T5Config, num_tasks: int,
+                  source: str) -> None:
+  for name, shape in shapes.items():
+    stack = name.split('_')[0]
+    layers = (config.num_encoder_layers if stack == 'encoder' else
+              config.num_decoder_layers)
+    expected = (num_tasks, layers, shape[2], config.num_heads,
+                config.head_dim)
+    if tuple(shape) != expected:
+      raise ValueError(
+          f'{source}: {name} has shape {tuple(shape)}, but this model needs '
+          f'{expected} [tasks, layers, l, heads, head_dim]. Export the '
+          'prefixes from a model of the same size and task vocabulary.')
+
+
+class Precomputed(Conditioner):
+  """Per-task prefixes, initialised from a prefix file.
+
+  Attributes:
+    path: the .npz written by `hyperprompt.export`; needed to initialise,
+      not when the params are given (restored or collapsed).
+  """
+  path: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, task_ids: jax.Array, config: T5Config,
+               deterministic: bool = True) -> Conditioning:
+    del deterministic
+    if self.is_initializing():
+      if self.path is None:
+        raise ValueError('Precomputed needs `path`, a prefix file written by '
+                         '`python -m hyperprompt.export`, to initialise.')
+      initial = load_prefixes(self.path)
+      source = self.path
+    else:
+      initial = {name: None for name in self.variables.get('params', {})}
+      source = 'the params'
+    prefixes = {
+        name: param_with_axes(name, lambda _, v=initial[name]: jnp.asarray(v),
+                              axes=AXES)
+        for name in NAMES if name in initial
+    }
+    _check_shapes({n: p.shape for n, p in prefixes.items()}, config,
+                  self.num_tasks, source)
+    sites, keys, values = [], [], []
+    for stack, kind in GROUPS:
+      if f'{stack}_{kind}_key' not in prefixes:
+        continue
+      for part, out in (('key', keys), ('value', values)):
+        # [T, L, l, h, d_h] -> [batch, L, l, h, d_h]
+        out.append(jnp.take(prefixes[f'{stack}_{kind}_{part}'], task_ids,
+                            axis=0).astype(config.activation_dtype))
+      sites += [placement_lib.Site(stack, kind, i)
+                for i in range(keys[-1].shape[1])]
+    return placement_lib.prefix_conditioning(
+        config, tuple(sites), jnp.concatenate(keys, axis=1),
+        jnp.concatenate(values, axis=1))
