@@ -1,78 +1,14 @@
-"""Starting from pretrained T5 weights.
-
-A pretrained source is read into a flat `{path: array}` dict in our parameter
-tree's naming ('encoder/layers_0/attention/query/kernel', ...), then merged
-into freshly initialised parameters by `merge_pretrained`: every backbone
-parameter must come from the checkpoint with the right shape; conditioning
-parameters the checkpoint lacks keep their fresh initialisation and are
-listed in the log. Anything else is an error that names the parameter.
-
-Readers here: Hugging Face `transformers` T5 directories (safetensors or a
-PyTorch state dict).
-"""
+"""Hugging Face `transformers` T5 directories (safetensors or a PyTorch
+state dict), renamed into our flat parameter paths."""
+import io
 import json
-import logging
-import os
 from typing import Any, Dict, Mapping
 
-from flax import traverse_util
+from etils import epath
 import numpy as np
 
 from hyperprompt.config import T5Config
-
-CONDITIONER = 'conditioner'
-Flat = Dict[str, np.ndarray]
-
-
-def merge_pretrained(template: Mapping[str, Any], pretrained: Flat,
-                     source: str) -> Dict[str, Any]:
-  """Overwrites the backbone of `template` (a params tree) with `pretrained`.
-
-  Args:
-    template: freshly initialised parameters (nested dict).
-    pretrained: flat '/'-joined paths -> arrays, in our naming.
-    source: where the weights came from, for messages.
-
-  Returns:
-    A new params tree: pretrained backbone, template conditioner.
-
-  Raises:
-    ValueError: naming every missing, unexpected or mis-shaped parameter.
-  """
-  flat = traverse_util.flatten_dict(dict(template), sep='/')
-  missing, mismatched, fresh = [], [], []
-  merged = {}
-  for path, value in flat.items():
-    if path in pretrained:
-      if tuple(pretrained[path].shape) != tuple(value.shape):
-        mismatched.append(f'{path}: checkpoint {tuple(pretrained[path].shape)}'
-                          f' vs model {tuple(value.shape)}')
-      merged[path] = np.asarray(pretrained[path], dtype=value.dtype)
-    elif path.split('/')[0] == CONDITIONER:
-      fresh.append(path)
-      merged[path] = value
-    else:
-      missing.append(path)
-  unexpected = sorted(set(pretrained) - set(flat))
-  problems = []
-  if missing:
-    problems.append('missing from the checkpoint: ' + ', '.join(missing))
-  if mismatched:
-    problems.append('shape mismatch: ' + '; '.join(mismatched))
-  if unexpected:
-    problems.append('in the checkpoint but not in the model: ' +
-                    ', '.join(unexpected))
-  if problems:
-    raise ValueError(
-        f'Checkpoint {source} does not match the model config ('
-        + ' | '.join(problems) + '). Check the model size gin file against '
-        'the checkpoint.')
-  if fresh:
-    logging.info('Initialised fresh (not in %s): %s', source, ', '.join(fresh))
-  return traverse_util.unflatten_dict(merged, sep='/')
-
-
-# --- Hugging Face transformers T5 -------------------------------------------
+from hyperprompt.pretrained.merge import Flat, merge_pretrained
 
 _HF_ATTENTION = {'q': 'query', 'k': 'key', 'v': 'value', 'o': 'out'}
 
@@ -130,29 +66,30 @@ def hf_to_flat(state_dict: Mapping[str, np.ndarray]) -> Flat:
   return out
 
 
-def read_hf_state_dict(path: str) -> Dict[str, np.ndarray]:
+def read_hf_state_dict(path: epath.PathLike) -> Dict[str, np.ndarray]:
   """Reads `model.safetensors` or `pytorch_model.bin` from a directory."""
-  safetensors_file = os.path.join(path, 'model.safetensors')
-  torch_file = os.path.join(path, 'pytorch_model.bin')
-  if os.path.exists(safetensors_file):
-    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
-    return load_file(safetensors_file)
-  if os.path.exists(torch_file):
+  path = epath.Path(path)
+  safetensors_file = path / 'model.safetensors'
+  torch_file = path / 'pytorch_model.bin'
+  if safetensors_file.exists():
+    from safetensors.numpy import load  # pylint: disable=g-import-not-at-top
+    return load(safetensors_file.read_bytes())
+  if torch_file.exists():
     try:
       import torch  # pylint: disable=g-import-not-at-top
     except ImportError as e:
       raise ImportError(f'{torch_file} is a PyTorch file; install torch to '
                         'read it, or save the model with safetensors.') from e
-    state = torch.load(torch_file, map_location='cpu', weights_only=True)
+    state = torch.load(io.BytesIO(torch_file.read_bytes()), map_location='cpu',
+                       weights_only=True)
     return {k: v.float().numpy() for k, v in state.items()}
   raise FileNotFoundError(
-      f'No model.safetensors or pytorch_model.bin in {path!r}.')
+      f'No model.safetensors or pytorch_model.bin in {str(path)!r}.')
 
 
-def hf_config(path: str, **overrides) -> T5Config:
+def hf_config(path: epath.PathLike, **overrides) -> T5Config:
   """T5Config from a transformers `config.json` (v1.0 or v1.1)."""
-  with open(os.path.join(path, 'config.json')) as f:
-    hf = json.load(f)
+  hf = json.loads((epath.Path(path) / 'config.json').read_text())
   act = hf.get('feed_forward_proj', 'relu')
   gated = act.startswith('gated-')
   act = act.removeprefix('gated-')
@@ -180,11 +117,17 @@ def hf_config(path: str, **overrides) -> T5Config:
   return T5Config(**kwargs)
 
 
-def load_hf(path: str, template: Mapping[str, Any]) -> Dict[str, Any]:
+def read_hf(path: epath.PathLike) -> Flat:
+  """A transformers T5 directory as flat arrays in our naming."""
+  return hf_to_flat(read_hf_state_dict(path))
+
+
+def load_hf(path: epath.PathLike,
+            template: Mapping[str, Any]) -> Dict[str, Any]:
   """Loads a transformers T5 directory into a params tree like `template`."""
-  flat = hf_to_flat(read_hf_state_dict(path))
+  flat = read_hf(path)
   logits = 'decoder/logits_dense/kernel'
   if logits not in flat and 'logits_dense' in template.get('decoder', {}):
     # transformers 5 saves an unscaled output layer tied to `shared`.
     flat[logits] = flat['token_embedder/embedding'].T
-  return merge_pretrained(template, flat, source=path)
+  return merge_pretrained(template, flat, source=str(path))
