@@ -1,0 +1,633 @@
+"""The train, eval and infer loops: every side effect of a run lives here.
+
+    train(model, model_dir, mixture_or_task_name, ...)   # gin: runs/train.gin
+    evaluate(model, model_dir, ...)                       # gin: runs/eval.gin
+    infer(model, model_dir, ..., output_file)             # gin: runs/infer.gin
+
+A step is `trainer.train_step`, jitted with the shardings of
+`partitioning.Partitioner`; state is saved by `checkpoints.Checkpointer`.
+"""
+import json
+import logging
+import math
+import os
+import signal
+import time
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+
+import gin
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from hyperprompt import checkpoints
+from hyperprompt import data
+from hyperprompt import partitioning
+from hyperprompt import trainer
+from hyperprompt.tasks import mixtures
+
+BEST_CHECKPOINTS_FILE = 'best_checkpoints.json'
+HISTORY_FILE = 'history.jsonl'
+CURVES_FILE = 'curves.png'
+
+
+# --- Setup shared by train, eval and infer -----------------------------------
+
+def _input_shapes(model, task_feature_lengths, batch_size):
+  lengths = data.model_feature_lengths(task_feature_lengths, model)
+  return {
+      'encoder_input_tokens': (batch_size, lengths['encoder_input_tokens']),
+      'decoder_input_tokens': (batch_size, lengths['decoder_input_tokens']),
+      'task_ids': (batch_size,),
+  }
+
+
+def _input_types(shapes):
+  return {k: jnp.int32 for k in shapes}
+
+
+def abstract_params(model, input_shapes, partitioner):
+  """(params as ShapeDtypeStructs with shardings, params_axes)."""
+  variables = jax.eval_shape(
+      lambda: model.get_initial_variables(
+          jax.random.PRNGKey(0), input_shapes, _input_types(input_shapes)))
+  params_axes = variables['params_axes']
+  shardings = partitioner.param_shardings(params_axes, variables['params'])
+  params = jax.tree.map(
+      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+      variables['params'], shardings)
+  return params, params_axes
+
+
+def init_params(model, input_shapes, partitioner, seed: int,
+                initial_checkpoint_path: Optional[str] = None):
+  """Fresh parameters created sharded (never whole on one host), or a
+  pretrained backbone loaded into them."""
+  abstract, params_axes = abstract_params(model, input_shapes, partitioner)
+  shardings = jax.tree.map(lambda a: a.sharding, abstract)
+  init = partitioner.jit(
+      lambda rng: model.get_initial_variables(
+          rng, input_shapes, _input_types(input_shapes))['params'],
+      in_shardings=None, out_shardings=shardings)
+  params = init(jax.random.PRNGKey(seed))
+  if initial_checkpoint_path:
+    params = load_pretrained(initial_checkpoint_path, params, shardings)
+  return params, params_axes
+
+
+def load_pretrained(path: str, params, shardings):
+  """Loads a pretrained backbone into `params` (conditioner stays fresh)."""
+  from hyperprompt import pretrained  # pylint: disable=g-import-not-at-top
+  template = jax.tree.map(
+      lambda x: np.zeros(x.shape, x.dtype), params)
+  if hasattr(pretrained, 'load_pretrained'):
+    loaded = pretrained.load_pretrained(path, template)
+  else:
+    # Until the t5x/orbax readers land, Hugging Face directories only.
+    if not os.path.exists(os.path.join(path, 'config.json')):
+      raise ValueError(
+          f'INITIAL_CHECKPOINT_PATH={path!r} is not a Hugging Face T5 '
+          'directory (no config.json); only those can be loaded here.')
+    loaded = pretrained.load_hf(path, template)
+  # Keep the fresh conditioner params (already on device); place the rest.
+  return jax.tree.map(lambda v, sh: jax.device_put(np.asarray(v), sh),
+                      loaded, shardings)
+
+
+def _state_shardings(partitioner, optimizer, params, params_axes):
+  abstract = jax.eval_shape(lambda p: trainer.init_state(p, optimizer),
+                            params)
+  opt_shardings = partitioner.state_shardings(abstract.opt_state, params_axes,
+                                              params)
+  param_shardings = jax.tree.map(lambda x: x.sharding, params)
+  return trainer.TrainState(step=partitioner.replicated,
+                            params=param_shardings, opt_state=opt_shardings)
+
+
+def _finite_or_raise(loss: float, step: int, model_dir: str,
+                     last_saved: Optional[int]):
+  if math.isfinite(loss):
+    return
+  where = (f'the last good checkpoint is step {last_saved} in '
+           f'{checkpoints.checkpoint_dir(model_dir)}' if last_saved is not None
+           else 'no checkpoint was saved yet')
+  raise FloatingPointError(
+      f'Training loss is {loss} at step {step}; stopping ({where}). Lower the '
+      'learning rate, check the data for empty targets, or train in float32.')
+
+
+class _Preemption:
+  """Turns SIGTERM (TPU maintenance, preemption) into a save-and-exit."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM received: saving a checkpoint at the end of '
+                    'this step, then exiting.')
+    self.requested = True
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      # All hosts must agree on the step at which they save.
+      return bool(multihost_utils.process_allgather(
+          np.array(self.requested)).any())
+    return self.requested
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+class _History:
+  """Logged metrics, appended to MODEL_DIR/history.jsonl and TensorBoard."""
+
+  def __init__(self, model_dir: str):
+    self.path = os.path.join(model_dir, HISTORY_FILE)
+    try:
+      from clu import metric_writers  # pylint: disable=g-import-not-at-top
+    except ModuleNotFoundError as e:
+      raise ModuleNotFoundError(
+          f'TensorBoard logging needs {e.name!r}: pip install tensorboard '
+          '(clu.metric_writers imports it).') from e
+    self.writer = metric_writers.create_default_writer(
+        model_dir, just_logging=jax.process_index() > 0, asynchronous=False)
+
+  def write(self, step: int, scalars: Mapping[str, float]):
+    scalars = {k: float(v) for k, v in scalars.items()}
+    self.writer.write_scalars(step, scalars)
+    if jax.process_index() == 0:
+      with tf.io.gfile.GFile(self.path, 'a') as f:
+        f.write(json.dumps({'step': step, **scalars}) + '\n')
+
+  def close(self):
+    self.writer.flush()
+    self.writer.close()
+
+
+# --- Evaluation ----------------------------------------------------------------
+
+class Evaluator:
+  """Each task's seqio metrics, via our model's predict and score functions.
+
+  Does what seqio.Evaluator does (decode, postprocess targets and
+  predictions with the task's postprocess_fn, apply its predict and score
+  metric functions), without seqio.Evaluator itself: it measures every task
+  feature as a sequence and fails on the scalar `task_id` feature that task
+  conditioning needs. Every host runs the whole eval set; each contributes
+  its rows of every global batch, and outputs come back replicated.
+  """
+
+  def __init__(self, model, partitioner, mixture_or_task_name: str,
+               task_feature_lengths: Mapping[str, int], batch_size: int,
+               split: str = 'validation', num_examples: Optional[int] = None):
+    self.model, self.partitioner = model, partitioner
+    self.batch_size = batch_size
+    self.rows = partitioner.host_rows(batch_size)
+    self.tasks = [t for t in seqio.get_subtasks(
+        seqio.get_mixture_or_task(mixture_or_task_name))
+                  if t.predict_metric_fns or t.score_metric_fns]
+    converter = data.feature_converter(model)
+    self.examples, self.features = {}, {}
+    for task in self.tasks:
+      ds = task.get_dataset(dict(task_feature_lengths), split=split,
+                            shuffle=False, num_epochs=1, use_cached=False)
+      if num_examples is not None:
+        ds = ds.take(num_examples)
+      ds = ds.cache()
+      self.examples[task.name] = list(ds.as_numpy_iterator())
+      self.features[task.name] = converter(ds, task_feature_lengths)
+    replicated = partitioner.replicated
+    self._predict = partitioner.jit(
+        lambda params, batch: model.predict_batch(params, batch),
+        in_shardings=None, out_shardings=replicated)
+    self._score = partitioner.jit(
+        lambda params, batch: model.score_batch(params, batch),
+        in_shardings=None, out_shardings=replicated)
+
+  def _run(self, fn, params, ds) -> list:
+    outputs = []
+    for batch, n in data.padded_batches(ds, self.batch_size,
+                                        features=_MODEL_FEATURES):
+      batch = self.model.validate_batch(batch)
+      host = {k: v[self.rows] for k, v in batch.items()}
+      out = jax.device_get(fn(params, self.partitioner.global_batch(host)))
+      outputs.extend(np.asarray(out)[:n].tolist())
+    return outputs
+
+  def evaluate(self, params, step: int) -> Dict[str, Dict[str, float]]:
+    """{task: {metric: value}} on the eval split."""
+    del step
+    results = {}
+    for task in self.tasks:
+      examples = self.examples[task.name]
+      vocab = task.output_features['targets'].vocabulary
+      targets = [task.postprocess_fn(_target_text(ex, vocab), example=ex,
+                                     is_target=True) for ex in examples]
+      values = {}
+      if task.predict_metric_fns:
+        tokens = self._run(self._predict, params, self.features[task.name])
+        predictions = [task.postprocess_fn(vocab.decode(t), example=ex,
+                                           is_target=False)
+                       for t, ex in zip(tokens, examples)]
+        for metric_fn in task.predict_metric_fns:
+          values.update(metric_fn(targets, predictions))
+      if task.score_metric_fns:
+        scores = self._run(self._score, params, self.features[task.name])
+        for metric_fn in task.score_metric_fns:
+          values.update(metric_fn(targets, scores))
+      results[task.name] = {k: float(v) for k, v in values.items()}
+    return results
+
+
+_MODEL_FEATURES = ('encoder_input_tokens', 'decoder_input_tokens',
+                   'decoder_target_tokens', 'decoder_loss_weights', 'task_ids')
+
+
+def _target_text(example, vocab) -> str:
+  if 'targets_pretokenized' in example:
+    text = example['targets_pretokenized']
+    return text.decode('utf-8') if isinstance(text, bytes) else text
+  return vocab.decode(example['targets'].tolist())
+
+
+def record_best(model_dir: str, step: int,
+                task_metrics: Mapping[str, Mapping[str, float]]
+                ) -> Dict[str, Any]:
+  """Updates MODEL_DIR/best_checkpoints.json with this evaluation.
+
+  As T5 (and the paper) report, each task's score is its best over the
+  evaluated checkpoints; a task with several metrics is scored by their mean.
+  Returns the updated {task: {'step', 'score', 'metrics'}}.
+  """
+  path = os.path.join(model_dir, BEST_CHECKPOINTS_FILE)
+  best = {}
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      best = json.load(f)
+  for task, values in task_metrics.items():
+    if not values:
+      continue
+    score = float(np.mean(list(values.values())))
+    if task not in best or score > best[task]['score']:
+      best[task] = {'step': int(step), 'score': score, 'metrics': dict(values)}
+  if jax.process_index() == 0:
+    with tf.io.gfile.GFile(path, 'w') as f:
+      json.dump(best, f, indent=1, sort_keys=True)
+  return best
+
+
+# --- Train --------------------------------------------------------------------
+
+@gin.configurable(module='hyperprompt.runner', denylist=['train_batches'])
+def train(*,
+          model,
+          model_dir: str = gin.REQUIRED,
+          mixture_or_task_name: str = gin.REQUIRED,
+          task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
+          train_steps: int = gin.REQUIRED,
+          batch_size: int = gin.REQUIRED,
+          partitioner: Callable[[], partitioning.Partitioner]
+          = partitioning.Partitioner,
+          make_optimizer: Callable[..., Any] = trainer.make_optimizer,
+          initial_checkpoint_path: Optional[str] = None,
+          checkpoint_period: int = 1000,
+          keep_checkpoints: int = 3,
+          eval_period: Optional[int] = None,
+          eval_split: str = 'validation',
+          eval_num_examples: Optional[int] = None,
+          eval_batch_size: Optional[int] = None,
+          log_period: int = 10,
+          seed: int = 0,
+          data_seed: int = 0,
+          plot: bool = True,
+          train_batches: Optional[Callable[[int], Any]] = None
+          ) -> trainer.TrainState:
+  """Trains (or resumes training) until `train_steps`.
+
+  Args:
+    model: an EncoderDecoderModel (models.py).
+    model_dir: checkpoints, TensorBoard events, best_checkpoints.json,
+      history and curves go here (local or gs://).
+    mixture_or_task_name: a seqio mixture or task from hyperprompt.tasks.
+    task_feature_lengths: {'inputs': ..., 'targets': ...}.
+    train_steps: total steps, including those of a resumed checkpoint.
+    batch_size: global batch size (all hosts together).
+    partitioner: builds the mesh (gin: Partitioner.num_partitions).
+    make_optimizer: (params) -> optax transformation (gin: trainer.*).
+    initial_checkpoint_path: pretrained backbone (ignored when resuming).
+    checkpoint_period: steps between checkpoints.
+    keep_checkpoints: latest checkpoints kept (plus each task's best).
+    eval_period: steps between evaluations with the tasks' metrics; None
+      evaluates only at the end, 0 never.
+    eval_split, eval_num_examples, eval_batch_size: evaluation data.
+    log_period: steps between progress lines.
+    seed: parameter initialisation and dropout.
+    data_seed: shuffling and mixing of the training data.
+    plot: write MODEL_DIR/curves.png at the end.
+    train_batches: tests only: `skip -> iterator of host batches` replacing
+      the seqio pipeline.
+
+  Returns:
+    The final TrainState.
+  """
+  tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep accelerators.
+  partitioner = partitioner()
+  task_vocabulary = mixtures.task_vocabulary(mixture_or_task_name)
+  _check_model_tasks(model, task_vocabulary)
+  tf.io.gfile.makedirs(model_dir)
+  input_shapes = _input_shapes(model, task_feature_lengths, batch_size)
+  params_abstract, params_axes = abstract_params(model, input_shapes,
+                                                 partitioner)
+  optimizer = make_optimizer(params_abstract)
+  shardings = _state_shardings(partitioner, optimizer, params_abstract,
+                               params_axes)
+  ckpt = checkpoints.Checkpointer(model_dir, task_vocabulary,
+                                  keep=keep_checkpoints)
+  if ckpt.latest_step() is not None:
+    abstract_state = jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+        jax.eval_shape(lambda p: trainer.init_state(p, optimizer),
+                       params_abstract), shardings)
+    state, batches_consumed = ckpt.restore(abstract_state)
+    last_saved = int(state.step)
+  else:
+    params, _ = init_params(model, input_shapes, partitioner, seed,
+                            initial_checkpoint_path)
+    state = partitioner.jit(lambda p: trainer.init_state(p, optimizer),
+                            in_shardings=(shardings.params,),
+                            out_shardings=shardings)(params)
+    batches_consumed, last_saved = 0, None
+  for best in _load_best_steps(model_dir):
+    ckpt.keep_step(best)
+
+  step_fn = partitioner.jit(
+      lambda state, batch, rng: trainer.train_step(model, optimizer, state,
+                                                   batch, rng),
+      in_shardings=(shardings, partitioner.data_sharding, None),
+      out_shardings=(shardings, partitioner.replicated),
+      donate_argnums=(0,))
+  dropout_rng = jax.random.PRNGKey(seed + 1)
+  rows = partitioner.host_rows(batch_size)
+  host_batch_size = rows.stop - rows.start
+  if train_batches is None:
+    batches = data.as_numpy_batches(data.train_dataset(
+        mixture_or_task_name, task_feature_lengths, host_batch_size,
+        partitioner.shard_info(), model=model, seed=data_seed,
+        batches_to_skip=batches_consumed))
+  else:
+    batches = train_batches(batches_consumed)
+
+  evaluator = None
+  if eval_period != 0:
+    evaluator = Evaluator(model, partitioner, mixture_or_task_name,
+                          task_feature_lengths, eval_batch_size or batch_size,
+                          split=eval_split, num_examples=eval_num_examples)
+  history = _History(model_dir)
+  preemption = _Preemption()
+  step = int(state.step)
+  start_step, start_time = step, time.time()
+  window_time, window_tokens, window_steps = time.time(), 0, 0
+  logging.info('Training from step %d to %d, global batch %d on a %s mesh.',
+               step, train_steps, batch_size, dict(partitioner.mesh.shape))
+  try:
+    while step < train_steps:
+      host_batch = next(batches)
+      if hasattr(model, 'validate_batch'):
+        host_batch = model.validate_batch(host_batch)
+      window_tokens += _num_tokens(host_batch) * jax.process_count()
+      state, metrics = step_fn(state, partitioner.global_batch(host_batch),
+                               dropout_rng)
+      batches_consumed += 1
+      step += 1
+      window_steps += 1
+      metrics = jax.device_get(metrics)
+      _finite_or_raise(float(metrics['loss']), step, model_dir, last_saved)
+
+      if step % log_period == 0 or step == train_steps:
+        now = time.time()
+        steps_per_s = window_steps / max(now - window_time, 1e-9)
+        rate = (step - start_step) / max(now - start_time, 1e-9)
+        eta = (train_steps - step) / max(rate, 1e-9)
+        logging.info(
+            'step %d/%d  loss %.4f  acc %.3f  %.2f steps/s  %.0f tokens/s  '
+            'ETA %s', step, train_steps, float(metrics['loss']),
+            float(metrics.get('accuracy', float('nan'))), steps_per_s,
+            window_tokens / max(now - window_time, 1e-9), _duration(eta))
+        history.write(step, {
+            **{f'train/{k}': v for k, v in metrics.items()},
+            'train/steps_per_second': steps_per_s,
+            'train/tokens_per_second':
+                window_tokens / max(now - window_time, 1e-9)})
+        window_time, window_tokens, window_steps = time.time(), 0, 0
+
+      evaluate_now = evaluator is not None and (
+          (eval_period and step % eval_period == 0) or step == train_steps)
+      if step % checkpoint_period == 0 or step == train_steps or evaluate_now:
+        ckpt.save(state, batches_consumed)
+        last_saved = step
+      if evaluate_now:
+        task_metrics = evaluator.evaluate(state.params, step)
+        history.write(step, {f'eval/{task}/{name}': v
+                             for task, values in task_metrics.items()
+                             for name, v in values.items()})
+        for task, info in record_best(model_dir, step, task_metrics).items():
+          ckpt.keep_step(info['step'])
+        logging.info('eval at step %d: %s', step, task_metrics)
+      if preemption.reached(step):
+        if last_saved != step:
+          ckpt.save(state, batches_consumed)
+          last_saved = step
+        logging.warning('Stopped by SIGTERM after step %d; checkpoint saved.',
+                        step)
+        break
+  finally:
+    preemption.restore()
+    ckpt.close()
+    history.close()
+    if plot and jax.process_index() == 0:
+      plot_curves(model_dir)
+  return state
+
+
+def _num_tokens(batch) -> int:
+  return int((batch['encoder_input_tokens'] > 0).sum() +
+             (batch['decoder_target_tokens'] > 0).sum())
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(seconds)
+  return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+
+
+def _check_model_tasks(model, task_vocabulary):
+  num_tasks = getattr(model, 'num_tasks', None)
+  if num_tasks is not None and num_tasks != len(task_vocabulary):
+    raise ValueError(
+        f'The model conditions on {num_tasks} tasks but the mixture has '
+        f'{len(task_vocabulary)}: {list(task_vocabulary.names)}. Set the '
+        "conditioner's num_tasks to the mixture's task count in gin.")
+
+
+def _load_best_steps(model_dir) -> Sequence[int]:
+  path = os.path.join(model_dir, BEST_CHECKPOINTS_FILE)
+  if not tf.io.gfile.exists(path):
+    return []
+  with tf.io.gfile.GFile(path) as f:
+    return sorted({info['step'] for info in json.load(f).values()})
+
+
+def read_history(model_dir: str) -> list:
+  path = os.path.join(model_dir, HISTORY_FILE)
+  if not tf.io.gfile.exists(path):
+    return []
+  with tf.io.gfile.GFile(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_curves(model_dir: str) -> Optional[str]:
+  """MODEL_DIR/curves.png: training loss and each eval metric by step."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  rows = read_history(model_dir)
+  if not rows:
+    return None
+  by_step = {}
+  for row in rows:  # A resumed run may repeat steps; the last write wins.
+    by_step.setdefault(row['step'], {}).update(row)
+  steps = sorted(by_step)
+  eval_keys = sorted({k for r in rows for k in r if k.startswith('eval/')})
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  xs = [s for s in steps if 'train/loss' in by_step[s]]
+  axes[0].plot(xs, [by_step[s]['train/loss'] for s in xs])
+  axes[0].set(xlabel='step', ylabel='loss', title='training loss')
+  for key in eval_keys:
+    xs = [s for s in steps if key in by_step[s]]
+    axes[1].plot(xs, [by_step[s][key] for s in xs], marker='o',
+                 label=key.removeprefix('eval/'))
+  axes[1].set(xlabel='step', ylabel='metric', title='evaluation')
+  if eval_keys:
+    axes[1].legend(fontsize=6)
+  fig.tight_layout()
+  path = os.path.join(model_dir, CURVES_FILE)
+  with tf.io.gfile.GFile(path, 'wb') as f:
+    fig.savefig(f, format='png', dpi=100)
+  plt.close(fig)
+  return path
+
+
+# --- Eval and infer -----------------------------------------------------------
+
+def _restored_params(model, model_dir, checkpoint_step, mixture_or_task_name,
+                     task_feature_lengths, batch_size, partitioner):
+  """(params restored onto their shardings, step)."""
+  step = checkpoints.latest_step(model_dir) if checkpoint_step is None else (
+      checkpoint_step)
+  if step is None:
+    raise FileNotFoundError(
+        f'No checkpoint in {checkpoints.checkpoint_dir(model_dir)}; train '
+        'first or set MODEL_DIR to a trained run.')
+  task_vocabulary = mixtures.task_vocabulary(mixture_or_task_name)
+  _check_model_tasks(model, task_vocabulary)
+  abstract, _ = abstract_params(
+      model, _input_shapes(model, task_feature_lengths, batch_size),
+      partitioner)
+  return checkpoints.restore_params(model_dir, step, abstract,
+                                    task_vocabulary), step
+
+
+@gin.configurable(module='hyperprompt.runner')
+def evaluate(*,
+             model,
+             model_dir: str = gin.REQUIRED,
+             mixture_or_task_name: str = gin.REQUIRED,
+             task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
+             batch_size: int = gin.REQUIRED,
+             checkpoint_step: Optional[int] = None,
+             split: str = 'validation',
+             num_examples: Optional[int] = None,
+             partitioner: Callable[[], partitioning.Partitioner]
+             = partitioning.Partitioner) -> Dict[str, Dict[str, float]]:
+  """Evaluates a checkpoint of MODEL_DIR (default: latest) with each task's
+  seqio metrics; writes MODEL_DIR/eval_<step>.json."""
+  partitioner = partitioner()
+  params, step = _restored_params(model, model_dir, checkpoint_step,
+                            mixture_or_task_name, task_feature_lengths,
+                            batch_size, partitioner)
+  evaluator = Evaluator(model, partitioner, mixture_or_task_name,
+                        task_feature_lengths, batch_size, split=split,
+                        num_examples=num_examples)
+  results = evaluator.evaluate(params, step)
+  for task, values in sorted(results.items()):
+    logging.info('%s: %s', task, values)
+  if jax.process_index() == 0:
+    with tf.io.gfile.GFile(os.path.join(model_dir, f'eval_{step}.json'),
+                           'w') as f:
+      json.dump(results, f, indent=1, sort_keys=True)
+  return results
+
+
+@gin.configurable(module='hyperprompt.runner')
+def infer(*,
+          model,
+          model_dir: str = gin.REQUIRED,
+          mixture_or_task_name: str = gin.REQUIRED,
+          task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
+          batch_size: int = gin.REQUIRED,
+          output_file: Optional[str] = None,
+          checkpoint_step: Optional[int] = None,
+          split: str = 'validation',
+          num_examples: Optional[int] = None,
+          partitioner: Callable[[], partitioning.Partitioner]
+          = partitioning.Partitioner) -> str:
+  """Writes one JSON line {inputs, prediction, task} per example.
+
+  Every task of the mixture (or the task) is run over `split` in order.
+  Default output: MODEL_DIR/infer_<split>_<step>.jsonl.
+  """
+  partitioner = partitioner()
+  params, step = _restored_params(model, model_dir, checkpoint_step,
+                            mixture_or_task_name, task_feature_lengths,
+                            batch_size, partitioner)
+  output_file = output_file or os.path.join(
+      model_dir, f'infer_{split}_{step}.jsonl')
+  predict = partitioner.jit(lambda p, b: model.predict_batch(p, b),
+                            in_shardings=None,
+                            out_shardings=partitioner.replicated)
+  rows = partitioner.host_rows(batch_size)
+  converter = data.feature_converter(model)
+  lines = []
+  for task in seqio.get_subtasks(seqio.get_mixture_or_task(
+      mixture_or_task_name)):
+    ds = seqio.get_dataset(task.name, task_feature_lengths,
+                           dataset_split=split, shuffle=False, num_epochs=1,
+                           feature_converter=converter, use_cached=False)
+    if num_examples is not None:
+      ds = ds.take(num_examples)
+    in_vocab = task.output_features['inputs'].vocabulary
+    out_vocab = task.output_features['targets'].vocabulary
+    for batch, n in data.padded_batches(
+        ds, batch_size, features=('encoder_input_tokens',
+                                  'decoder_input_tokens', 'task_ids')):
+      if hasattr(model, 'validate_batch'):
+        batch = model.validate_batch(batch)
+      tokens = np.asarray(jax.device_get(predict(
+          params, partitioner.global_batch(
+              {k: v[rows] for k, v in batch.items()}))))
+      for i in range(n):
+        lines.append({
+            'inputs': in_vocab.decode(batch['encoder_input_tokens'][i]
+                                      .tolist()),
+            'prediction': out_vocab.decode(tokens[i].tolist()),
+            'task': task.name})
+  if jax.process_index() == 0:
+    with tf.io.gfile.GFile(output_file, 'w') as f:
+      for line in lines:
+        f.write(json.dumps(line) + '\n')
+  logging.info('Wrote %d predictions to %s.', len(lines), output_file)
+  return output_file
