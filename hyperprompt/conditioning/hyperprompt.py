@@ -170,7 +170,7 @@ class HyperPromptGlobal(HyperPrompt):
         jnp.broadcast_to(site[None], (self.num_tasks, num_sites, t_prime)),
     ], axis=-1)
     h_t = Mlp(self.layer_task_dim, self.layer_task_dim,
-              axes=('task_embed', 'layer_task_embed', 'layer_task_embed'),
+              axes=('task_embed', 'layer_task_hidden', 'layer_task_embed'),
               name='layer_task_projector')
     return h_t(pairs)
 
