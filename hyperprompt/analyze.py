@@ -22,6 +22,7 @@ per task (`<task>.png`, layers x {encoder, decoder}) and, with several tasks,
 `all_tasks.png` (layers x tasks).
 """
 import argparse
+import functools
 import json
 import os
 import re
@@ -147,8 +148,10 @@ class MassAverage:
     return out
 
 
+@functools.lru_cache(maxsize=8)
 def masses_fn(module):
-  """jitted (params, batch) -> {site: [batch, heads, q]} for a Transformer."""
+  """jitted (params, batch) -> {site: [batch, heads, q]} for a Transformer
+  (cached per module, so repeated analyses compile once per batch shape)."""
   def fn(params, batch):
     _, state = module.apply(
         {'params': params}, batch['encoder_input_tokens'],

@@ -136,8 +136,9 @@ def _model_and_batch():
   targets = np.array([[9, 1, 0], [10, 11, 1], [12, 1, 0]], np.int32)
   decoder_inputs = np.pad(targets[:, :-1], [(0, 0), (1, 0)])
   task_ids = np.array([0, 2, 1], np.int32)
-  params = model.init(jax.random.PRNGKey(1), tokens, decoder_inputs, targets,
-                      task_ids, enable_dropout=False)['params']
+  init = jax.jit(lambda rng: model.init(rng, tokens, decoder_inputs, targets,
+                                        task_ids, enable_dropout=False))
+  params = init(jax.random.PRNGKey(1))['params']
   batch = {'encoder_input_tokens': tokens,
            'decoder_input_tokens': decoder_inputs,
            'decoder_target_tokens': targets, 'task_ids': task_ids}
