@@ -1,0 +1,229 @@
+"""Conditioning methods through the real Transformer: METHOD.md's parameter
+formulas and prompt equations, mixed-task batches, gradients, freezing, the
+plain network with `none`, and the T5-XXL overhead of the defaults."""
+import os
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from hyperprompt import freezing
+from hyperprompt import params as params_lib
+from hyperprompt.conditioning import check_task_ids
+from hyperprompt.conditioning import hyperprompt
+from hyperprompt.conditioning import none
+from hyperprompt.config import T5Config
+from hyperprompt.network import Transformer
+
+import conditioning_models as cm
+
+GIN_DIR = os.path.join(os.path.dirname(__file__), '..', 'gin', 'models')
+
+
+def _config(d, h, dh, enc, dec):
+  return T5Config(vocab_size=40, emb_dim=d, num_heads=h, head_dim=dh,
+                  num_encoder_layers=enc, num_decoder_layers=dec, mlp_dim=8,
+                  dropout_rate=0.0)
+
+
+# (d, h, d_h, encoder layers, decoder layers, placement, cross_attention)
+SHAPES = [
+    (16, 3, 8, 2, 2, 'both', False),
+    (64, 4, 24, 2, 3, 'encoder', False),
+    (32, 2, 16, 1, 2, 'decoder', True),
+    (20, 5, 4, 3, 1, 'both', True),
+]
+
+
+def _num_sites(enc, dec, placement, cross):
+  return ({'both': enc + dec, 'encoder': enc, 'decoder': dec}[placement] +
+          (dec if cross else 0))
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+@pytest.mark.parametrize('variant', ['share', 'sep', 'global'])
+def test_parameter_counts_match_method_formulas(variant, shape):
+  d, h, dh, enc, dec, placement, cross = shape
+  T, l, b, t, tp = 5, 3, 4, 6, 7  # pylint: disable=invalid-name
+  M = _num_sites(enc, dec, placement, cross)  # pylint: disable=invalid-name
+  common = dict(num_tasks=T, prompt_length=l, bottleneck=b,
+                placement=placement, cross_attention=cross)
+  if variant == 'share':
+    conditioner = hyperprompt.HyperPromptShare(**common)
+    expected = T * l * d + 2 * M * b * (d + h * dh)
+  elif variant == 'sep':
+    conditioner = hyperprompt.HyperPromptSep(**common)
+    expected = T * l * d + 2 * T * M * b * (d + h * dh)
+  else:
+    conditioner = hyperprompt.HyperPromptGlobal(
+        layer_task_dim=t, task_embed_dim=tp, **common)
+    h_t = 2 * tp * t + t + t * t + t  # Dense(2t' -> t), ReLU, Dense(t -> t)
+    expected = (T * l * d + (T + M) * tp + h_t + 2 * t * b * (d + h * dh))
+  counts = params_lib.parameter_counts(_config(d, h, dh, enc, dec),
+                                       conditioner)
+  assert counts['conditioning'] == expected
+  assert counts['total'] == counts['backbone'] + expected
+
+
+def test_global_grows_with_tasks_only_by_prompt_and_task_embedding():
+  config = _config(16, 3, 8, 2, 2)
+  count = lambda n: params_lib.parameter_counts(
+      config, hyperprompt.HyperPromptGlobal(n, prompt_length=3, bottleneck=4,
+                                            layer_task_dim=6,
+                                            task_embed_dim=7))['conditioning']
+  assert count(10) - count(3) == 7 * (3 * 16 + 7)
+
+
+def _relu(x):
+  return np.maximum(x, 0)
+
+
+@pytest.mark.parametrize('variant', ['share', 'sep', 'global'])
+def test_prompts_follow_method_equations(variant):
+  model = cm.model(variant)
+  params = cm.init(model)
+  p = jax.tree.map(np.asarray, params['conditioner'])
+  task_ids = np.array([2, 0], np.int32)
+  conditioning = model.apply({'params': params}, task_ids,
+                             method=model.condition)
+  enc, dec = cm.CONFIG.num_encoder_layers, cm.CONFIG.num_decoder_layers
+  # Sites: encoder self 0..enc-1, decoder self, then decoder cross (global).
+  sites = [('encoder', 'self', 1, 1), ('decoder', 'self', 0, enc)]
+  if variant == 'global':
+    sites.append(('decoder', 'cross', 1, enc + dec + 1))
+  shape = (-1, cm.CONFIG.num_heads, cm.CONFIG.head_dim)
+  for row, task in enumerate(task_ids):
+    for stack, kind, layer, m in sites:
+      prefix = getattr(getattr(conditioning, stack)[layer], f'{kind}_prefix')
+      for part, ours in zip(('key', 'value'), prefix):
+        if variant == 'share':
+          down, up = p[f'{part}_down'][m], p[f'{part}_up'][m]
+        elif variant == 'sep':
+          down, up = p[f'{part}_down'][task, m], p[f'{part}_up'][task, m]
+        else:
+          mlp = p['layer_task_projector']
+          x = np.concatenate([p['task_embedding'][task],
+                              p['layer_embedding'][m]])
+          i = _relu(x @ mlp['hidden_kernel'] + mlp['hidden_bias'])
+          i = i @ mlp['out_kernel'] + mlp['out_bias']
+          down = (i @ p[f'{part}_down_generator']).reshape(
+              cm.CONFIG.emb_dim, -1)
+          up = (i @ p[f'{part}_up_generator']).reshape(down.shape[1], -1)
+        expected = _relu(p['task_prompts'][task] @ down) @ up
+        np.testing.assert_allclose(ours[row], expected.reshape(shape),
+                                   atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('name', sorted(cm.CONDITIONERS))
+def test_mixed_batch_equals_each_task_alone_and_tasks_differ(name):
+  model = cm.model(name)
+  params = cm.init(model)
+  logits = cm.logits_fn(model)
+  inputs, decoder_inputs, targets, task_ids = cm.batch(batch_size=6)
+  mixed = np.asarray(logits(params, inputs, decoder_inputs, targets,
+                            task_ids))
+  for task in range(cm.NUM_TASKS):
+    rows = task_ids == task
+    alone = logits(params, inputs[rows], decoder_inputs[rows], targets[rows],
+                   task_ids[rows])
+    np.testing.assert_allclose(mixed[rows], alone, atol=1e-5, rtol=1e-5)
+  # One example under every task: three different outputs.
+  same = lambda x: np.repeat(x[:1], cm.NUM_TASKS, axis=0)
+  per_task = np.asarray(logits(params, same(inputs), same(decoder_inputs),
+                               same(targets), np.arange(cm.NUM_TASKS)))
+  for a in range(cm.NUM_TASKS):
+    for b in range(a):
+      assert np.abs(per_task[a] - per_task[b]).max() > 1e-6, (a, b)
+
+
+def test_out_of_range_task_ids_are_rejected_on_the_host():
+  assert check_task_ids(np.array([0, 2]), 3).tolist() == [0, 2]
+  for bad in ([0, 3], [-1, 0]):
+    with pytest.raises(ValueError, match='out of range'):
+      check_task_ids(np.array(bad), 3)
+  with pytest.raises(ValueError, match='integers'):
+    check_task_ids(np.array([0.0, 1.0]), 3)
+
+
+def _loss(model, params, weights):
+  inputs, decoder_inputs, targets, task_ids = cm.batch()
+  logits = model.apply({'params': params}, inputs, decoder_inputs, targets,
+                       task_ids, enable_dropout=False)
+  return jnp.sum(logits * weights)
+
+
+@pytest.mark.parametrize('name', sorted(cm.CONDITIONERS))
+def test_gradients_reach_every_conditioning_parameter(name):
+  model = cm.model(name)
+  params = cm.init(model)
+  weights = jax.random.normal(jax.random.PRNGKey(3),
+                              (4, 5, cm.CONFIG.vocab_size))
+  grads = jax.jit(jax.grad(lambda p: _loss(model, p, weights)))(params)
+  flat = jax.tree_util.tree_leaves_with_path(grads['conditioner'])
+  assert flat
+  for path, grad in flat:
+    assert np.any(np.asarray(grad) != 0), jax.tree_util.keystr(path)
+
+
+@pytest.mark.parametrize('train', ['conditioning', 'backbone'])
+def test_freezing_updates_only_the_trained_part(train):
+  model = cm.model('global')
+  params = cm.init(model)
+  optimizer = freezing.freeze(optax.adam(1e-2), params, train=train)
+  weights = jax.random.normal(jax.random.PRNGKey(3),
+                              (4, 5, cm.CONFIG.vocab_size))
+  grads = jax.grad(lambda p: _loss(model, p, weights))(params)
+  updates, _ = optimizer.update(grads, optimizer.init(params), params)
+  new = optax.apply_updates(params, updates)
+  old_leaves = jax.tree_util.tree_leaves_with_path(params)
+  assert len(old_leaves) == len(jax.tree_util.tree_leaves(new))
+  for (path, old), updated in zip(old_leaves, jax.tree_util.tree_leaves(new)):
+    in_conditioner = jax.tree_util.keystr(path).startswith("['conditioner']")
+    trained = in_conditioner == (train == 'conditioning')
+    changed = not np.array_equal(old, updated)
+    assert changed == trained, jax.tree_util.keystr(path)
+
+
+def test_freezing_all_keeps_the_optimizer_and_checks_its_argument():
+  model = cm.model('global')
+  params = cm.init(model)
+  optimizer = optax.adam(1e-2)
+  assert freezing.freeze(optimizer, params, train='all') is optimizer
+  with pytest.raises(ValueError, match='train must be one of'):
+    freezing.freeze(optimizer, params, train='prompts')
+  plain = cm.init(Transformer(cm.CONFIG))
+  with pytest.raises(ValueError, match="no 'conditioner' subtree"):
+    freezing.freeze(optimizer, plain, train='conditioning')
+
+
+def test_none_is_bit_for_bit_the_plain_network():
+  plain, vanilla = (Transformer(cm.CONFIG),
+                    Transformer(cm.CONFIG, none.NoConditioning(cm.NUM_TASKS)))
+  plain_params, vanilla_params = cm.init(plain), cm.init(vanilla)
+  jax.tree.map(np.testing.assert_array_equal, plain_params, vanilla_params)
+  inputs, decoder_inputs, targets, task_ids = cm.batch()
+  np.testing.assert_array_equal(
+      plain.apply({'params': plain_params}, inputs, decoder_inputs, targets,
+                  enable_dropout=False),
+      vanilla.apply({'params': plain_params}, inputs, decoder_inputs, targets,
+                    task_ids, enable_dropout=False))
+
+
+def test_default_global_is_near_paper_overhead_at_t5_xxl(capsys):
+  params_lib.main([
+      f'--gin_file={GIN_DIR}/sizes/t5_1_1_xxl.gin',
+      '--gin_file=models/conditioners/hyperprompt_global.gin',
+      '--gin.NUM_TASKS=8'])
+  gin.clear_config()
+  out = capsys.readouterr().out
+  # METHOD.md's Global formula at the defaults l=16, b=32, t=28, t'=32.
+  d = hd = 4096
+  M, T, l, b, t, tp = 48, 8, 16, 32, 28, 32  # pylint: disable=invalid-name
+  expected = (T * l * d + (T + M) * tp + (2 * tp * t + t + t * t + t) +
+              2 * t * b * (d + hd))
+  assert f'conditioning: {expected:>16,d}' in out
+  percent = float(out.split('overhead:')[1].split('%')[0])
+  assert 0.13 <= percent <= 0.15, out
