@@ -34,7 +34,7 @@ UNBATCHED_CACHE_LEAVES = ('cache_index', 'cached_bias')
 
 
 def _leaf_name(path) -> Optional[str]:
-  """Name of the variable a cache leaf belongs to (last dict key on its path)."""
+  """The variable a cache leaf belongs to: the last dict key on its path."""
   for key in reversed(path):
     if isinstance(key, jax.tree_util.DictKey):
       return str(key.key)
@@ -43,9 +43,9 @@ def _leaf_name(path) -> Optional[str]:
 
 def cache_map(fn: Callable[[jax.Array], jax.Array], cache: Cache) -> Cache:
   """Applies `fn` to every cache leaf with a batch dim (see above)."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, x: x if _leaf_name(path) in UNBATCHED_CACHE_LEAVES else fn(x),
-      cache)
+  def apply(path, x):
+    return x if _leaf_name(path) in UNBATCHED_CACHE_LEAVES else fn(x)
+  return jax.tree_util.tree_map_with_path(apply, cache)
 
 
 def expand_batch(x: jax.Array, n: int) -> jax.Array:
@@ -60,7 +60,7 @@ def length_penalty(alpha, length) -> jax.Array:
 
 def _sort_decodes(seqs: jax.Array, scores: jax.Array, batch_size: int,
                   num_decodes: int):
-  """[batch * n, L], [batch * n] -> [batch, n, L], [batch, n] by rising score."""
+  """[batch * n, L], [batch * n] -> [batch, n, L], [batch, n], rising score."""
   seqs = seqs.reshape(batch_size, num_decodes, -1)
   scores = scores.reshape(batch_size, num_decodes)
   order = jnp.argsort(scores, axis=1)

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from hyperprompt import decoding
+from hyperprompt.conditioning.adapters import Adapters
+from hyperprompt.conditioning.hyperprompt import HyperPromptGlobal
 from hyperprompt.conditioning.interface import LayerConditioning
+from hyperprompt.conditioning.prompt_tuning import PromptTuning
 
 import tiny_model as tm
 
@@ -97,7 +100,8 @@ def test_cache_map_expands_all_but_shared_leaves():
       'cached_bias': jnp.ones((1, 4, 6, 6)),
       'conditioning': (LayerConditioning(self_prefix=(prefix, prefix)),),
       'layers_0': {'self_attention': {'cached_key': jnp.ones((2, 6, 4, 5))}}}}
-  out = decoding.cache_map(lambda x: decoding.expand_batch(x, 3), cache)['decoder']
+  out = decoding.cache_map(lambda x: decoding.expand_batch(x, 3),
+                           cache)['decoder']
   assert out['cache_index'].shape == ()
   assert out['cached_bias'].shape == (1, 4, 6, 6)
   assert out['conditioning'][0].self_prefix[1].shape == (6, 3, 4, 5)
@@ -186,6 +190,29 @@ def test_mixed_task_batch_equals_each_example_alone(setup, decode_fn,
     np.testing.assert_array_equal(tokens[i], tokens_alone[0])
     np.testing.assert_allclose(aux['scores'][i], aux_alone['scores'][0],
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize('conditioner', [
+    HyperPromptGlobal(NUM_TASKS, prompt_length=2, bottleneck=4,
+                      cross_attention=True, task_embed_dim=4,
+                      layer_task_dim=6),
+    PromptTuning(NUM_TASKS, prompt_length=3),
+    Adapters(NUM_TASKS, bottleneck=4),
+], ids=lambda c: type(c).__name__)
+def test_project_conditioners_decode_mixed_batches_per_example(setup,
+                                                               conditioner):
+  # Prefixes in self- and cross-attention, input prompts (a longer encoder
+  # output) and per-example adapter weights all live in the decode cache.
+  _, _, batch = setup
+  model = tm.make_model(conditioner=conditioner)
+  params = tm.random_params(model, seed=6)
+  predict = jax.jit(model.predict_batch)
+  tokens = np.asarray(predict(params, batch))
+  for i in range(len(TASK_IDS)):
+    alone = {k: np.repeat(v[i:i + 1], len(TASK_IDS), 0)
+             for k, v in batch.items()}
+    np.testing.assert_array_equal(tokens[i], predict(params, alone)[0])
+  assert not np.array_equal(tokens[0], tokens[1])
 
 
 # A hand-made "model" over 6 tokens, decoding 4 steps. After the first token,

@@ -83,8 +83,8 @@ def test_score_batch_is_sum_of_token_log_probs(conditioned):
       lambda p, b: model.score_batch(p, b, return_intermediates=True))(
           params, batch)
   log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-  token = np.take_along_axis(log_probs, batch['decoder_target_tokens'][..., None],
-                             -1)[..., 0]
+  token = np.take_along_axis(
+      log_probs, batch['decoder_target_tokens'][..., None], -1)[..., 0]
   expected = np.sum(token * (batch['decoder_target_tokens'] > 0), axis=-1)
   np.testing.assert_allclose(scores, expected, rtol=1e-5)
   np.testing.assert_allclose(jax.jit(model.score_batch)(params, batch),
@@ -107,7 +107,7 @@ def test_validate_batch_errors(conditioned):
   with pytest.raises(ValueError, match='out of range'):
     model.validate_batch(negative)
   missing = {k: v for k, v in batch.items() if k != 'task_ids'}
-  with pytest.raises(ValueError, match='conditioned on the task.*no `task_ids`'):
+  with pytest.raises(ValueError, match='conditioned.*no `task_ids`'):
     model.validate_batch(missing)
   no_inputs = {k: v for k, v in batch.items() if k != 'encoder_input_tokens'}
   with pytest.raises(ValueError, match='lacks .*encoder_input_tokens'):

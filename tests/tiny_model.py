@@ -32,7 +32,7 @@ def tiny_config(**overrides) -> T5Config:
 
 
 class FixedPrefixes(Conditioner):
-  """Per task, per layer, a learned (key, value) prefix of `length` positions."""
+  """Per task and layer, a learned (key, value) prefix of `length` positions."""
   length: int = 2
 
   @nn.compact
@@ -51,8 +51,11 @@ class FixedPrefixes(Conditioner):
                       for i in range(config.num_decoder_layers)))
 
 
-def make_model(num_tasks=None, **model_kwargs) -> EncoderDecoderModel:
-  conditioner = None if num_tasks is None else FixedPrefixes(num_tasks)
+def make_model(num_tasks=None, conditioner=None,
+               **model_kwargs) -> EncoderDecoderModel:
+  """A tiny model: FixedPrefixes over `num_tasks`, `conditioner`, or plain."""
+  if conditioner is None and num_tasks is not None:
+    conditioner = FixedPrefixes(num_tasks)
   vocabulary = seqio.PassThroughVocabulary(VOCAB_SIZE, eos_id=EOS_ID)
   return EncoderDecoderModel(Transformer(tiny_config(), conditioner),
                              vocabulary, vocabulary, **model_kwargs)
