@@ -67,5 +67,12 @@ def logits_fn(model):
       {'params': params}, *args, enable_dropout=False))
 
 
+@functools.lru_cache(maxsize=None)
 def model(name):
   return Transformer(CONFIG, CONDITIONERS[name]())
+
+
+@functools.lru_cache(maxsize=None)
+def params(name):
+  """Initial params of `model(name)`, computed once per test session."""
+  return init(model(name))

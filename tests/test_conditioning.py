@@ -84,7 +84,7 @@ def _relu(x):
 @pytest.mark.parametrize('variant', ['share', 'sep', 'global'])
 def test_prompts_follow_method_equations(variant):
   model = cm.model(variant)
-  params = cm.init(model)
+  params = cm.params(variant)
   p = jax.tree.map(np.asarray, params['conditioner'])
   task_ids = np.array([2, 0], np.int32)
   conditioning = model.apply({'params': params}, task_ids,
@@ -120,9 +120,11 @@ def test_prompts_follow_method_equations(variant):
 @pytest.mark.parametrize('name', sorted(cm.CONDITIONERS))
 def test_mixed_batch_equals_each_task_alone_and_tasks_differ(name):
   model = cm.model(name)
-  params = cm.init(model)
+  params = cm.params(name)
   logits = cm.logits_fn(model)
-  inputs, decoder_inputs, targets, task_ids = cm.batch(batch_size=6)
+  # Three examples per task, so the single-task runs and the run below all
+  # have batch 3 (one compilation).
+  inputs, decoder_inputs, targets, task_ids = cm.batch(batch_size=9)
   mixed = np.asarray(logits(params, inputs, decoder_inputs, targets,
                             task_ids))
   for task in range(cm.NUM_TASKS):
@@ -158,7 +160,7 @@ def _loss(model, params, weights):
 @pytest.mark.parametrize('name', sorted(cm.CONDITIONERS))
 def test_gradients_reach_every_conditioning_parameter(name):
   model = cm.model(name)
-  params = cm.init(model)
+  params = cm.params(name)
   weights = jax.random.normal(jax.random.PRNGKey(3),
                               (4, 5, cm.CONFIG.vocab_size))
   grads = jax.jit(jax.grad(lambda p: _loss(model, p, weights)))(params)
@@ -170,12 +172,10 @@ def test_gradients_reach_every_conditioning_parameter(name):
 
 @pytest.mark.parametrize('train', ['conditioning', 'backbone'])
 def test_freezing_updates_only_the_trained_part(train):
-  model = cm.model('global')
-  params = cm.init(model)
+  params = cm.params('global')
   optimizer = freezing.freeze(optax.adam(1e-2), params, train=train)
-  weights = jax.random.normal(jax.random.PRNGKey(3),
-                              (4, 5, cm.CONFIG.vocab_size))
-  grads = jax.grad(lambda p: _loss(model, p, weights))(params)
+  # Any nonzero gradient moves a trained parameter under adam.
+  grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = optimizer.update(grads, optimizer.init(params), params)
   new = optax.apply_updates(params, updates)
   old_leaves = jax.tree_util.tree_leaves_with_path(params)
@@ -188,8 +188,7 @@ def test_freezing_updates_only_the_trained_part(train):
 
 
 def test_freezing_all_keeps_the_optimizer_and_checks_its_argument():
-  model = cm.model('global')
-  params = cm.init(model)
+  params = cm.params('global')
   optimizer = optax.adam(1e-2)
   assert freezing.freeze(optimizer, params, train='all') is optimizer
   with pytest.raises(ValueError, match='train must be one of'):

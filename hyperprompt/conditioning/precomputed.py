@@ -125,13 +125,18 @@ class Precomputed(Conditioner):
       initial = load_prefixes(self.path)
       source = self.path
     else:
-      initial = {name: None for name in self.variables.get('params', {})}
+      # Flax checks a stored param's shape against its init function, so
+      # the init function must return an array of that shape.
+      initial = dict(self.variables.get('params', {}))
       source = 'the params'
     prefixes = {
         name: param_with_axes(name, lambda _, v=initial[name]: jnp.asarray(v),
                               axes=AXES)
         for name in NAMES if name in initial
     }
+    if not prefixes:
+      raise ValueError(f'No prefixes in {source}: initialise Precomputed '
+                       'from a prefix file, or pass params that have them.')
     _check_shapes({n: p.shape for n, p in prefixes.items()}, config,
                   self.num_tasks, source)
     sites, keys, values = [], [], []
