@@ -119,23 +119,23 @@ def test_prompts_follow_method_equations(variant):
 
 @pytest.mark.parametrize('name', sorted(cm.CONDITIONERS))
 def test_mixed_batch_equals_each_task_alone_and_tasks_differ(name):
-  model = cm.model(name)
   params = cm.params(name)
-  logits = cm.logits_fn(model)
-  # Three examples per task, so the single-task runs and the run below all
-  # have batch 3 (one compilation).
+  logits = cm.logits_fn(cm.model(name))
   inputs, decoder_inputs, targets, task_ids = cm.batch(batch_size=9)
   mixed = np.asarray(logits(params, inputs, decoder_inputs, targets,
                             task_ids))
+  # Each task alone: its three examples, tiled to the same batch of 9.
   for task in range(cm.NUM_TASKS):
-    rows = task_ids == task
-    alone = logits(params, inputs[rows], decoder_inputs[rows], targets[rows],
-                   task_ids[rows])
-    np.testing.assert_allclose(mixed[rows], alone, atol=1e-5, rtol=1e-5)
-  # One example under every task: three different outputs.
-  same = lambda x: np.repeat(x[:1], cm.NUM_TASKS, axis=0)
-  per_task = np.asarray(logits(params, same(inputs), same(decoder_inputs),
-                               same(targets), np.arange(cm.NUM_TASKS)))
+    rows = np.flatnonzero(task_ids == task)
+    tiled = np.tile(rows, 3)
+    alone = logits(params, inputs[tiled], decoder_inputs[tiled],
+                   targets[tiled], task_ids[tiled])
+    np.testing.assert_allclose(mixed[rows], np.asarray(alone)[:3], atol=1e-5,
+                               rtol=1e-5)
+  # One example under every task: different outputs.
+  same = np.zeros(9, int)
+  per_task = np.asarray(logits(params, inputs[same], decoder_inputs[same],
+                               targets[same], task_ids))
   for a in range(cm.NUM_TASKS):
     for b in range(a):
       assert np.abs(per_task[a] - per_task[b]).max() > 1e-6, (a, b)
@@ -163,7 +163,7 @@ def test_gradients_reach_every_conditioning_parameter(name):
   params = cm.params(name)
   weights = jax.random.normal(jax.random.PRNGKey(3),
                               (4, 5, cm.CONFIG.vocab_size))
-  grads = jax.jit(jax.grad(lambda p: _loss(model, p, weights)))(params)
+  grads = jax.grad(lambda p: _loss(model, p, weights))(params)
   flat = jax.tree_util.tree_leaves_with_path(grads['conditioner'])
   assert flat
   for path, grad in flat:
@@ -205,10 +205,9 @@ def test_none_is_bit_for_bit_the_plain_network():
   jax.tree.map(np.testing.assert_array_equal, plain_params, vanilla_params)
   inputs, decoder_inputs, targets, task_ids = cm.batch()
   np.testing.assert_array_equal(
-      plain.apply({'params': plain_params}, inputs, decoder_inputs, targets,
-                  enable_dropout=False),
-      vanilla.apply({'params': plain_params}, inputs, decoder_inputs, targets,
-                    task_ids, enable_dropout=False))
+      cm.logits_fn(plain)(plain_params, inputs, decoder_inputs, targets),
+      cm.logits_fn(vanilla)(plain_params, inputs, decoder_inputs, targets,
+                            task_ids))
 
 
 def test_default_global_is_near_paper_overhead_at_t5_xxl(capsys):

@@ -17,7 +17,7 @@ import conditioning_models as cm
 
 
 def _logits(model, params):
-  return np.asarray(cm.logits_fn(model)(params, *cm.batch(batch_size=6)))
+  return np.asarray(cm.logits_fn(model)(params, *cm.batch(batch_size=9)))
 
 
 def _with_backbone(params, backbone_params):
@@ -25,7 +25,7 @@ def _with_backbone(params, backbone_params):
   return dict(backbone_params, conditioner=params['conditioner'])
 
 
-@pytest.mark.parametrize('name', ['global', 'share', 'prefix_tuning'])
+@pytest.mark.parametrize('name', ['global', 'prefix_tuning'])
 def test_exported_prefixes_served_by_precomputed_give_same_logits(
     name, tmp_path):
   source = cm.model(name)
