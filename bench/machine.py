@@ -1,0 +1,106 @@
+"""The machine a run measured on, and its matmul peak.
+
+Utilisation is only meaningful against a peak measured on the same machine in
+the same run, so the peak is timed here (a large square matmul, best of
+several), not read from a data sheet.
+"""
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+
+
+def cpu_model() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or 'unknown'
+
+
+def cpu_flags() -> list:
+  """The vector extensions that decide what a matmul kernel can use."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('flags'):
+          flags = line.split(':', 1)[1].split()
+          return sorted(f for f in flags
+                        if f.startswith(('avx', 'amx', 'fma')))
+  except OSError:
+    pass
+  return []
+
+
+def describe() -> dict:
+  """CPU, cores, memory, library versions and the load right now."""
+  import flax
+  import numpy as np
+  info = {
+      'cpu': cpu_model(),
+      'cpu_flags': cpu_flags(),
+      'cores': os.cpu_count(),
+      'jax': jax.__version__,
+      'flax': flax.__version__,
+      'numpy': np.__version__,
+      'python': platform.python_version(),
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
+      'load_average': os.getloadavg(),
+  }
+  try:
+    with open('/proc/meminfo') as f:
+      info['memory_gib'] = round(int(f.readline().split()[1]) / 2**20, 1)
+  except OSError:
+    pass
+  for name in ('torch', 'transformers', 'peft'):
+    try:
+      info[name] = __import__(name).__version__
+    except ImportError:
+      info[name] = None
+  return info
+
+
+def _best_time(fn, repeats: int) -> float:
+  fn()  # Compile and warm up.
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
+def matmul_peak(n: int = 2048, repeats: int = 8) -> dict:
+  """Best-of-`repeats` FLOP/s of an `n x n x n` jnp.dot, f32 and bf16 inputs.
+
+  The bf16 matmul accumulates in f32 (`preferred_element_type`), as the
+  model's matmuls do.
+  """
+  peaks = {}
+  for name, dtype in (('float32', jnp.float32), ('bfloat16', jnp.bfloat16)):
+    a = jnp.ones((n, n), dtype)
+    b = jnp.ones((n, n), dtype)
+    dot = jax.jit(lambda a, b: jnp.dot(a, b,
+                                       preferred_element_type=jnp.float32))
+    seconds = _best_time(lambda: dot(a, b).block_until_ready(), repeats)
+    peaks[name] = 2 * n**3 / seconds
+  return peaks
+
+
+def torch_matmul_peak(n: int = 2048, repeats: int = 8) -> dict:
+  """The same matmul in PyTorch, to show what its CPU kernels reach."""
+  import torch
+  peaks = {}
+  for name, dtype in (('float32', torch.float32),
+                      ('bfloat16', torch.bfloat16)):
+    a = torch.ones((n, n), dtype=dtype)
+    b = torch.ones((n, n), dtype=dtype)
+    with torch.no_grad():
+      seconds = _best_time(lambda: torch.mm(a, b), repeats)
+    peaks[name] = 2 * n**3 / seconds
+  return peaks

@@ -1,0 +1,226 @@
+"""Our training step and greedy decoding, on the runner's own code path.
+
+The step is `trainer.train_step` jitted exactly as `runner.train` jits it
+(partitioner shardings, state donated), with the runner's default optimizer
+(Adafactor). Compilations are counted with a `jax.monitoring` listener on
+XLA's backend-compile event, so "no recompilation after the first step" is
+measured, not assumed.
+"""
+import functools
+import time
+from typing import Callable, Dict, Optional
+
+import jax
+import numpy as np
+import seqio
+
+from bench import flops as flops_lib
+from hyperprompt import decoding
+from hyperprompt import models
+from hyperprompt import network
+from hyperprompt import partitioning
+from hyperprompt import runner
+from hyperprompt import trainer
+from hyperprompt.conditioning import (adapters, hyperformer, hyperprompt,
+                                      none, placement, prefix_tuning,
+                                      prompt_tuning)
+from hyperprompt.config import T5Config
+
+# Name -> conditioner factory (num_tasks -> Conditioner or None), with each
+# method's defaults. HyperPrompt and prefix tuning use l = 16.
+CONDITIONERS: Dict[str, Callable] = {
+    'vanilla': none.NoConditioning,
+    'hyperprompt_share': hyperprompt.HyperPromptShare,
+    'hyperprompt_sep': hyperprompt.HyperPromptSep,
+    'hyperprompt_global': hyperprompt.HyperPromptGlobal,
+    'prompt_tuning': prompt_tuning.PromptTuning,
+    'prefix_tuning': prefix_tuning.PrefixTuning,
+    'adapters': adapters.Adapters,
+    'hyperformer': hyperformer.HyperFormer,
+}
+
+# Decoding never stops at an end-of-sequence token, like `min_new_tokens` in
+# transformers' generate: both sides decode exactly the same number of tokens.
+NO_EOS = -1
+
+
+class CompileCounter:
+  """Counts XLA backend compilations in this process."""
+  EVENT = '/jax/core/compile/backend_compile_duration'
+
+  def __init__(self):
+    self.count = 0
+    self.seconds = 0.0
+    jax.monitoring.register_event_duration_secs_listener(self._listen)
+
+  def _listen(self, event, duration, **kwargs):
+    del kwargs
+    if event == self.EVENT:
+      self.count += 1
+      self.seconds += duration
+
+
+def conditioned(cfg: T5Config, conditioner,
+                num_tasks: int) -> flops_lib.Conditioned:
+  """What `conditioner` changes in the backbone's FLOPs, from its fields."""
+  if isinstance(conditioner, none.NoConditioning):
+    return flops_lib.Conditioned()
+  T, d, hd = num_tasks, cfg.emb_dim, cfg.joined_kv
+  if isinstance(conditioner, (hyperprompt.HyperPrompt,
+                              prefix_tuning.PrefixTuning)):
+    sites = placement.prompt_sites(cfg, conditioner.placement,
+                                   conditioner.cross_attention)
+    M = len(sites)
+    stacks = {(s.stack, s.kind) for s in sites}
+    if isinstance(conditioner, hyperprompt.HyperPrompt):
+      l, b = conditioner.prompt_length, conditioner.bottleneck
+      # Key and value: ReLU(P_tau @ D) @ U for every task and site.
+      ops = 2 * (2 * T * M * l * b * (d + hd))
+      if isinstance(conditioner, hyperprompt.HyperPromptGlobal):
+        tp, t = conditioner.task_embed_dim, conditioner.layer_task_dim
+        ops += 2 * T * M * (2 * tp * t + t * t)  # h_t
+        ops += 2 * (2 * T * M * t * b * (d + hd))  # H_D, H_U
+    else:
+      l, k, hidden = (conditioner.prefix_length, conditioner.prompt_dim,
+                      conditioner.hidden_dim)
+      ops = 2 * T * l * (k * hidden + hidden * 2 * M * hd)
+    return flops_lib.Conditioned(
+        encoder_prefix=l if ('encoder', 'self') in stacks else 0,
+        decoder_prefix=l if ('decoder', 'self') in stacks else 0,
+        cross_prefix=l if ('decoder', 'cross') in stacks else 0,
+        conditioner_flops=ops)
+  if isinstance(conditioner, prompt_tuning.PromptTuning):
+    return flops_lib.Conditioned(input_prompts=conditioner.prompt_length)
+  if isinstance(conditioner, (adapters.Adapters, hyperformer.HyperFormer)):
+    if conditioner.placement != 'both':
+      raise NotImplementedError('FLOPs are counted for placement="both".')
+    ops = 0
+    if isinstance(conditioner, hyperformer.HyperFormer):
+      L = len(placement.conditioned_layers(cfg, conditioner.placement))
+      tp, hidden, t, r = (conditioner.task_embed_dim,
+                          conditioner.projector_hidden_dim,
+                          conditioner.projected_dim, conditioner.bottleneck)
+      generated = 2 * d * r + r + 3 * d
+      ops = 2 * T * L * (3 * tp * hidden + hidden * t + t * generated)
+    return flops_lib.Conditioned(adapter_dim=conditioner.bottleneck,
+                                 conditioner_flops=ops)
+  raise ValueError(f'No FLOP model for {type(conditioner).__name__}.')
+
+
+def build_model(cfg: T5Config, conditioner_name: str, num_tasks: int):
+  if conditioner_name not in CONDITIONERS:
+    raise ValueError(f'Unknown conditioner {conditioner_name!r}; choose from '
+                     f'{sorted(CONDITIONERS)}.')
+  conditioner = CONDITIONERS[conditioner_name](num_tasks)
+  vocabulary = seqio.PassThroughVocabulary(cfg.vocab_size, eos_id=NO_EOS)
+  module = network.Transformer(cfg, conditioner)
+  return models.EncoderDecoderModel(module, vocabulary, vocabulary), \
+      conditioner
+
+
+def _init(model, batch, partitioner):
+  shapes = {k: batch[k].shape for k in
+            ('encoder_input_tokens', 'decoder_input_tokens', 'task_ids')}
+  params, params_axes = runner.init_params(model, shapes, partitioner, seed=0)
+  return params, params_axes
+
+
+def train(cfg: T5Config, conditioner_name: str, batch: Dict[str, np.ndarray],
+          *, num_tasks: int, warmup: int = 2, steps: int = 5,
+          train_params: str = 'all') -> Dict:
+  """Times `trainer.train_step`; reports XLA's FLOPs and memory of the step.
+
+  Args:
+    train_params: 'all' (full fine-tuning) or 'conditioning' (frozen
+      backbone, as PEFT trains).
+  """
+  counter = CompileCounter()
+  model, conditioner = build_model(cfg, conditioner_name, num_tasks)
+  partitioner = partitioning.Partitioner()
+  batch = model.validate_batch(batch)
+  params, params_axes = _init(model, batch, partitioner)
+  optimizer = trainer.make_optimizer(params, train=train_params)
+  shardings = runner._state_shardings(partitioner, optimizer, params,  # pylint: disable=protected-access
+                                      params_axes)
+  with partitioner.context():
+    state = jax.jit(lambda p: trainer.init_state(p, optimizer),
+                    out_shardings=shardings)(params)
+    step_fn = jax.jit(
+        functools.partial(trainer.train_step, model, optimizer),
+        in_shardings=(shardings, partitioner.data_sharding, None),
+        out_shardings=(shardings, partitioner.replicated),
+        donate_argnums=(0,))
+    device_batch = partitioner.global_batch(batch)
+    rng = jax.random.PRNGKey(0)
+    compiled = step_fn.lower(state, device_batch, rng).compile()
+  cost = compiled.cost_analysis()
+  memory = compiled.memory_analysis()
+
+  times = []
+  with partitioner.context():
+    for i in range(warmup + steps):
+      start = time.perf_counter()
+      state, metrics = step_fn(state, device_batch, rng)
+      jax.block_until_ready((state, metrics))
+      if i == 0:
+        compiles_first = counter.count
+      if i >= warmup:
+        times.append(time.perf_counter() - start)
+  n_params = sum(x.size for x in jax.tree.leaves(params))
+  n_cond = sum(x.size for x in jax.tree.leaves(params.get('conditioner', {})))
+  return {
+      'step_seconds': float(np.median(times)),
+      'step_seconds_min': float(np.min(times)),
+      'steps_timed': steps,
+      'loss': float(metrics['loss']),
+      # Initialisation and the step itself, all before the first step ends.
+      'compiles_until_first_step': compiles_first,
+      'compiles_after_first_step': counter.count - compiles_first,
+      'compile_seconds': counter.seconds,
+      'xla_flops': float(cost['flops']),
+      'analytic_flops': flops_lib.train_step_flops(
+          cfg, *batch['decoder_target_tokens'].shape[:1],
+          batch['encoder_input_tokens'].shape[1],
+          batch['decoder_target_tokens'].shape[1],
+          conditioned(cfg, conditioner, num_tasks)),
+      'xla_memory_bytes': {
+          'arguments': memory.argument_size_in_bytes,
+          'outputs': memory.output_size_in_bytes,
+          'aliased': memory.alias_size_in_bytes,
+          'temporaries': memory.temp_size_in_bytes,
+      },
+      'params': int(n_params),
+      'conditioner_params': int(n_cond),
+  }
+
+
+def decode(cfg: T5Config, conditioner_name: str,
+           batch: Dict[str, np.ndarray], *, num_tasks: int,
+           warmup: int = 1, steps: int = 3) -> Dict:
+  """Times greedy `predict_batch` (cache, one conditioner call per decode)."""
+  counter = CompileCounter()
+  model, _ = build_model(cfg, conditioner_name, num_tasks)
+  partitioner = partitioning.Partitioner()
+  batch = model.validate_batch(batch)
+  params, _ = _init(model, batch, partitioner)
+  features = {k: batch[k] for k in ('encoder_input_tokens',
+                                    'decoder_input_tokens', 'task_ids')}
+  with partitioner.context():
+    predict = jax.jit(model.predict_batch)
+    device_batch = partitioner.global_batch(features)
+    times = []
+    for i in range(warmup + steps):
+      start = time.perf_counter()
+      tokens = jax.block_until_ready(predict(params, device_batch))
+      if i == 0:
+        compiles_first = counter.count
+      if i >= warmup:
+        times.append(time.perf_counter() - start)
+  return {
+      'step_seconds': float(np.median(times)),
+      'step_seconds_min': float(np.min(times)),
+      'steps_timed': steps,
+      'generated_length': int(tokens.shape[1]),
+      'all_generated': bool(np.all(np.asarray(tokens) != 0)),
+      'compiles_after_first_call': counter.count - compiles_first,
+  }

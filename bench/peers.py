@@ -1,0 +1,124 @@
+"""What a user would pick instead: Hugging Face transformers T5 and PEFT.
+
+The same shapes as ours (built from the same `T5Config`), random weights (no
+downloads), the same batch, dropout rate and optimizer family, timed the same
+way. PyTorch uses every core (`torch.set_num_threads(os.cpu_count())`).
+"""
+import os
+import time
+from typing import Callable, Dict
+
+import numpy as np
+
+from hyperprompt.config import T5Config
+
+
+def _torch():
+  import torch
+  torch.set_num_threads(os.cpu_count())
+  return torch
+
+
+def hf_model(cfg: T5Config, seed: int = 0):
+  """A random `T5ForConditionalGeneration` with the shapes of `cfg`."""
+  torch = _torch()
+  import transformers
+  if cfg.mlp_activations not in (('gelu', 'linear'), ('relu',)):
+    raise ValueError(f'No transformers equivalent of {cfg.mlp_activations}.')
+  gated = len(cfg.mlp_activations) == 2
+  torch.manual_seed(seed)
+  config = transformers.T5Config(
+      vocab_size=cfg.vocab_size, d_model=cfg.emb_dim, d_kv=cfg.head_dim,
+      d_ff=cfg.mlp_dim, num_layers=cfg.num_encoder_layers,
+      num_decoder_layers=cfg.num_decoder_layers, num_heads=cfg.num_heads,
+      relative_attention_num_buckets=cfg.relative_attention_num_buckets,
+      relative_attention_max_distance=cfg.relative_attention_max_distance,
+      dropout_rate=cfg.dropout_rate,
+      feed_forward_proj='gated-gelu' if gated else 'relu',
+      tie_word_embeddings=cfg.logits_via_embedding,
+      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+  return transformers.T5ForConditionalGeneration(config)
+
+
+def _timed(step: Callable[[], None], warmup: int, steps: int) -> Dict:
+  for _ in range(warmup):
+    step()
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - start)
+  return {'step_seconds': float(np.median(times)),
+          'step_seconds_min': float(np.min(times)), 'steps_timed': steps}
+
+
+def train(cfg: T5Config, batch: Dict[str, np.ndarray], *, precision: str,
+          peft_prefix: int = 0, warmup: int = 2, steps: int = 5,
+          learning_rate: float = 1e-3) -> Dict:
+  """Times full fine-tuning steps (forward, loss, backward, AdamW update).
+
+  Args:
+    precision: 'float32', or 'bfloat16' for `torch.autocast` (weights and
+      optimizer state stay float32, the usual mixed-precision recipe).
+    peft_prefix: if > 0, PEFT prefix tuning with this many virtual tokens,
+      its reparametrisation MLP on, backbone frozen (PEFT's setting).
+  """
+  torch = _torch()
+  model = hf_model(cfg)
+  if peft_prefix:
+    import peft
+    model = peft.get_peft_model(model, peft.PrefixTuningConfig(
+        task_type='SEQ_2_SEQ_LM', num_virtual_tokens=peft_prefix,
+        prefix_projection=True, encoder_hidden_size=cfg.emb_dim,
+        # PEFT infers the key width as d_model, wrong for T5.1.1 where
+        # heads * d_kv != d_model (384 vs 512 in small): set it.
+        token_dim=cfg.joined_kv, num_attention_heads=cfg.num_heads))
+  model.train()
+  params = [p for p in model.parameters() if p.requires_grad]
+  optimizer = torch.optim.AdamW(params, lr=learning_rate, foreach=True)
+  inputs = {
+      'input_ids': torch.tensor(batch['encoder_input_tokens'],
+                                dtype=torch.long),
+      'attention_mask': torch.tensor(batch['encoder_input_tokens'] > 0,
+                                     dtype=torch.long),
+      'decoder_input_ids': torch.tensor(batch['decoder_input_tokens'],
+                                        dtype=torch.long),
+      'labels': torch.tensor(np.where(batch['decoder_target_tokens'] > 0,
+                                      batch['decoder_target_tokens'], -100),
+                             dtype=torch.long),
+  }
+  autocast = torch.autocast('cpu', dtype=torch.bfloat16,
+                            enabled=precision == 'bfloat16')
+
+  def step():
+    with autocast:
+      loss = model(**inputs).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+  result = _timed(step, warmup, steps)
+  result['trainable_params'] = sum(p.numel() for p in params)
+  return result
+
+
+def generate(cfg: T5Config, batch: Dict[str, np.ndarray], *,
+             new_tokens: int, warmup: int = 1, steps: int = 3) -> Dict:
+  """Times greedy `generate` with the KV cache, exactly `new_tokens` tokens."""
+  torch = _torch()
+  model = hf_model(cfg).eval()
+  input_ids = torch.tensor(batch['encoder_input_tokens'], dtype=torch.long)
+  mask = (input_ids > 0).long()
+  out = {}
+
+  def step():
+    with torch.inference_mode():
+      out['tokens'] = model.generate(
+          input_ids=input_ids, attention_mask=mask, do_sample=False,
+          num_beams=1, use_cache=True, max_new_tokens=new_tokens,
+          min_new_tokens=new_tokens)
+
+  result = _timed(step, warmup, steps)
+  # The decoder start token is returned as the first column.
+  result['generated_length'] = int(out['tokens'].shape[1] - 1)
+  return result

@@ -1,0 +1,389 @@
+"""BENCHMARKS.md and bench/throughput.png, from the results JSON only.
+
+Every number in the report is computed here from `bench/results.json`; none
+is typed by hand.
+"""
+import os
+from typing import Dict, List, Optional
+
+LABELS = {
+    'vanilla': 'Vanilla T5 (multi-task)',
+    'hyperprompt_share': 'HyperPrompt-Share',
+    'hyperprompt_sep': 'HyperPrompt-Sep',
+    'hyperprompt_global': 'HyperPrompt-Global',
+    'prompt_tuning': 'Prompt tuning (p=100)',
+    'prefix_tuning': 'Prefix tuning',
+    'adapters': 'Adapters',
+    'hyperformer': 'HyperFormer++',
+}
+
+# The issue's targets: (key, description, threshold, higher is better).
+TARGETS = (
+    ('speedup_f32', 'training tokens/s vs transformers f32 full fine-tuning',
+     4.0, True),
+    ('mfu_f32', 'training FLOP utilisation of the f32 matmul peak', 0.40,
+     True),
+    ('speedup_bf16', 'bf16 training tokens/s vs transformers bf16 autocast',
+     1.0, True),
+    ('global_overhead', 'HyperPrompt-Global step time over vanilla (l=16)',
+     1.05, False),
+    ('decode_speedup', 'greedy decoding tokens/s vs transformers generate',
+     3.0, True),
+    ('recompiles', 'compilations after the first step (all our jobs)', 0,
+     False),
+)
+
+
+def _tokens(job) -> int:
+  batch, inputs, targets = job['batch_shape']
+  return batch * (inputs + targets)
+
+
+def _ok(runs):
+  return [r for r in runs if 'result' in r]
+
+
+def _find(runs, **match) -> Optional[dict]:
+  for r in _ok(runs):
+    job = r['job']
+    if all(job.get(k, _DEFAULTS.get(k)) == v for k, v in match.items()):
+      return r
+  return None
+
+
+_DEFAULTS = {'train_params': 'all', 'peft_prefix': 0, 'dtype': 'float32'}
+
+
+def _fmt(x, digits=2):
+  return '-' if x is None else f'{x:,.{digits}f}'
+
+
+def _shapes(runs) -> List[str]:
+  seen = []
+  for r in runs:
+    s = r['job'].get('shape')
+    if s and s not in seen:
+      seen.append(s)
+  return seen
+
+
+def summary(results: dict, shape: str) -> Dict[str, Optional[float]]:
+  """The target quantities for one model shape."""
+  runs = results['runs']
+  peak = _machine(results)['xla_peak']['float32']
+  get = lambda **m: _find(runs, shape=shape, **m)
+  tps = lambda r: _tokens(r['job']) / r['result']['step_seconds'] if r \
+      else None
+  ratio = lambda a, b: a / b if a and b else None
+  vanilla = get(job='ours_train', conditioner='vanilla', dtype='float32')
+  vanilla16 = get(job='ours_train', conditioner='vanilla', dtype='bfloat16')
+  glob = get(job='ours_train', conditioner='hyperprompt_global',
+             dtype='float32')
+  hf32 = get(job='hf_train', precision='float32', peft_prefix=0)
+  hf16 = get(job='hf_train', precision='bfloat16', peft_prefix=0)
+  dec = get(job='ours_decode', conditioner='vanilla')
+  gen = get(job='hf_generate')
+  dtps = lambda r: (r['job']['batch_shape'][0] *
+                    r['result']['generated_length'] /
+                    r['result']['step_seconds']) if r else None
+  ours = [r for r in _ok(runs) if r['job']['job'].startswith('ours')]
+  recompiles = [r['result'].get('compiles_after_first_step',
+                                r['result'].get('compiles_after_first_call'))
+                for r in ours]
+  return {
+      'speedup_f32': ratio(tps(vanilla), tps(hf32)),
+      'mfu_f32': (vanilla['result']['analytic_flops'] /
+                  vanilla['result']['step_seconds'] / peak)
+                 if vanilla else None,
+      'speedup_bf16': ratio(max(tps(vanilla16) or 0, tps(vanilla) or 0),
+                            tps(hf16)),
+      'global_overhead': ratio(glob and glob['result']['step_seconds'],
+                               vanilla and vanilla['result']['step_seconds']),
+      'decode_speedup': ratio(dtps(dec), dtps(gen)),
+      'recompiles': max(recompiles) if recompiles else None,
+  }
+
+
+def _machine(results) -> dict:
+  r = _find(results['runs'], job='machine')
+  if r is None:
+    raise ValueError('The results have no machine job; rerun bench.run.')
+  return r['result']
+
+
+def _training_table(results, shape) -> List[str]:
+  runs = [r for r in _ok(results['runs']) if r['job'].get('shape') == shape
+          and r['job']['job'] in ('ours_train', 'hf_train')]
+  peak = _machine(results)['xla_peak']['float32']
+  vanilla = _find(results['runs'], shape=shape, job='ours_train',
+                  conditioner='vanilla', dtype='float32')
+  base_flops = vanilla['result']['analytic_flops'] if vanilla else None
+  base_time = vanilla['result']['step_seconds'] if vanilla else None
+  lines = [
+      '| system | precision | trains | step (ms) | tokens/s | MFU (f32 peak)'
+      ' | step time vs vanilla | FLOPs vs vanilla | peak RSS (MiB) | '
+      'XLA temp (MiB) | load |',
+      '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ]
+  for r in runs:
+    job, res = r['job'], r['result']
+    flops = res.get('analytic_flops') or base_flops
+    if job['job'] == 'ours_train':
+      name = 'ours: ' + LABELS[job['conditioner']]
+      precision = job['dtype']
+      trains = ('conditioner only' if job.get('train_params') ==
+                'conditioning' else 'all')
+      flop_ratio = (res['analytic_flops'] / base_flops
+                    if base_flops else None)
+      temp = res['xla_memory_bytes']['temporaries'] / 2**20
+    else:
+      name = ('PEFT prefix tuning (l=%d)' % job['peft_prefix']
+              if job.get('peft_prefix') else 'transformers T5')
+      precision = job['precision'] + (' autocast' if job['precision'] ==
+                                      'bfloat16' else '')
+      trains = 'prefix only' if job.get('peft_prefix') else 'all'
+      flop_ratio, temp = None, None
+    step = res['step_seconds']
+    lines.append(
+        f'| {name} | {precision} | {trains} | {_fmt(step * 1e3, 0)} | '
+        f'{_fmt(_tokens(job) / step, 0)} | '
+        f'{_fmt(100 * flops / step / peak, 1) + "%" if flops else "-"} | '
+        f'{_fmt(step / base_time if base_time else None, 3)} | '
+        f'{_fmt(flop_ratio, 3)} | {_fmt(res["peak_rss_mib"], 0)} | '
+        f'{_fmt(temp, 0)} | {_fmt(r["load_before"][0])} |')
+  return lines
+
+
+def _flops_table(results, shape) -> List[str]:
+  lines = ['| conditioner | analytic GFLOP/step | vs vanilla | '
+           'XLA cost analysis GFLOP | analytic / XLA |',
+           '|---|---:|---:|---:|---:|']
+  vanilla = _find(results['runs'], shape=shape, job='ours_train',
+                  conditioner='vanilla', dtype='float32')
+  for r in _ok(results['runs']):
+    job, res = r['job'], r['result']
+    if (job['job'] != 'ours_train' or job.get('shape') != shape or
+        job['dtype'] != 'float32' or job.get('train_params') ==
+        'conditioning'):
+      continue
+    base = vanilla['result']['analytic_flops'] if vanilla else None
+    lines.append(
+        f'| {LABELS[job["conditioner"]]} | '
+        f'{_fmt(res["analytic_flops"] / 1e9, 1)} | '
+        f'{_fmt(res["analytic_flops"] / base if base else None, 3)} | '
+        f'{_fmt(res["xla_flops"] / 1e9, 1)} | '
+        f'{_fmt(res["analytic_flops"] / res["xla_flops"], 3)} |')
+  return lines
+
+
+def _decode_table(results, shape) -> List[str]:
+  lines = ['| system | step (ms per decode of the batch) | generated tokens '
+           '| tokens/s | peak RSS (MiB) | recompiles | load |',
+           '|---|---:|---:|---:|---:|---:|---:|']
+  for r in _ok(results['runs']):
+    job, res = r['job'], r['result']
+    if job.get('shape') != shape or job['job'] not in ('ours_decode',
+                                                       'hf_generate'):
+      continue
+    name = ('ours: ' + LABELS[job['conditioner']] + ' greedy, cache'
+            if job['job'] == 'ours_decode' else
+            'transformers generate (greedy, use_cache)')
+    tokens = job['batch_shape'][0] * res['generated_length']
+    lines.append(
+        f'| {name} | {_fmt(res["step_seconds"] * 1e3, 0)} | {tokens} | '
+        f'{_fmt(tokens / res["step_seconds"], 0)} | '
+        f'{_fmt(res["peak_rss_mib"], 0)} | '
+        f'{res.get("compiles_after_first_call", "-")} | '
+        f'{_fmt(r["load_before"][0])} |')
+  return lines
+
+
+def _params_table(results) -> List[str]:
+  r = _find(results['runs'], job='params')
+  if r is None:
+    return ['(not measured in this run: `--quick` skips it)']
+  rows = r['result']['rows']
+  sizes = list(dict.fromkeys(x['size'] for x in rows))
+  tasks = list(dict.fromkeys(x['tasks'] for x in rows))
+  head = ' | '.join(f'{s} T={t}' for s in sizes for t in tasks)
+  lines = [f'| conditioner | {head} |',
+           '|---|' + '---:|' * (len(sizes) * len(tasks))]
+  backbone = {x['size']: x['backbone'] for x in rows}
+  lines.append('| backbone parameters | ' + ' | '.join(
+      f'{backbone[s] / 1e6:,.1f}M' for s in sizes for _ in tasks) + ' |')
+  for name in dict.fromkeys(x['conditioner'] for x in rows):
+    cells = []
+    for s in sizes:
+      for t in tasks:
+        x = next(x for x in rows if x['size'] == s and x['tasks'] == t and
+                 x['conditioner'] == name)
+        mark = '' if x['formula'] in (None, x['conditioning']) else ' (!)'
+        cells.append(f'{x["conditioning"] / 1e6:,.2f}M '
+                     f'({x["percent"]:.3f}%){mark}')
+    lines.append(f'| {LABELS[name]} | ' + ' | '.join(cells) + ' |')
+  checked = [x for x in rows if x['formula'] is not None]
+  agree = all(x['formula'] == x['conditioning'] for x in checked)
+  lines.append('')
+  lines.append(f'HyperPrompt counts {"equal" if agree else "DIFFER FROM"} '
+               f"METHOD.md's closed forms in all {len(checked)} rows"
+               + ('' if agree else ' (rows marked (!))') + '.')
+  return lines
+
+
+def _targets_table(results, shape) -> List[str]:
+  values = summary(results, shape)
+  lines = ['| target | wanted | measured | met |', '|---|---:|---:|---|']
+  for key, text, threshold, higher in TARGETS:
+    v = values[key]
+    if v is None:
+      met = 'not measured'
+    else:
+      met = 'yes' if (v >= threshold if higher else v <= threshold) else \
+          '**no**'
+    if key == 'mfu_f32':
+      wanted, shown = f'>= {threshold:.0%}', (_fmt(100 * v, 1) + '%'
+                                              if v is not None else '-')
+    elif key == 'recompiles':
+      wanted, shown = '0', '-' if v is None else str(v)
+    else:
+      wanted = f'{">=" if higher else "<="} {threshold}x'
+      shown = '-' if v is None else f'{v:.2f}x'
+    lines.append(f'| {text} | {wanted} | {shown} | {met} |')
+  return lines
+
+
+def chart(results: dict, path: str, shape: str) -> None:
+  """Training and decoding tokens/s of every system, one shape."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  train, decode = [], []
+  for r in _ok(results['runs']):
+    job, res = r['job'], r['result']
+    if job.get('shape') != shape:
+      continue
+    if job['job'] == 'ours_train':
+      label = LABELS[job['conditioner']] + (' bf16' if job['dtype'] ==
+                                             'bfloat16' else '')
+      if job.get('train_params') == 'conditioning':
+        label += ' (frozen)'
+      train.append((label, _tokens(job) / res['step_seconds'], 'C0'))
+    elif job['job'] == 'hf_train':
+      label = ('PEFT prefix (frozen)' if job.get('peft_prefix') else
+               'transformers ' + ('bf16 autocast' if job['precision'] ==
+                                  'bfloat16' else 'f32'))
+      train.append((label, _tokens(job) / res['step_seconds'], 'C3'))
+    elif job['job'] in ('ours_decode', 'hf_generate'):
+      ours = job['job'] == 'ours_decode'
+      label = (LABELS[job['conditioner']] if ours else
+               'transformers generate')
+      decode.append((label, job['batch_shape'][0] * res['generated_length']
+                     / res['step_seconds'], 'C0' if ours else 'C3'))
+  fig, axes = plt.subplots(1, 2, figsize=(13, 5.5),
+                           gridspec_kw={'width_ratios': [3, 1.3]})
+  for ax, rows, title in ((axes[0], train, 'training step'),
+                          (axes[1], decode, 'greedy decoding')):
+    names, values, colors = zip(*rows) if rows else ((), (), ())
+    ax.barh(range(len(values)), values, color=colors)
+    ax.set_yticks(range(len(values)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel('tokens / s')
+    ax.set_title(f'{title}, {shape} (blue: ours, red: transformers/PEFT)',
+                 fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def markdown(results: dict, chart_name: str) -> str:
+  machine = _machine(results)
+  info = machine['machine']
+  shapes = _shapes(results['runs'])
+  headline = shapes[0]
+  b, i, t = next(r['job']['batch_shape'] for r in results['runs']
+                 if 'batch_shape' in r['job'])
+  loads = [r['load_before'][0] for r in results['runs']]
+  failed = [r for r in results['runs'] if 'error' in r]
+  out = [
+      '# Benchmarks',
+      '',
+      f'Generated by `{results["command"]}` (started {results["started"]}, '
+      f'{results["total_seconds"] / 60:.1f} minutes) from '
+      '`bench/results.json` by `bench/report.py`; do not edit by hand. '
+      'Rerun with `make bench` (or `python -m bench.run --quick` for a '
+      'two-minute check).',
+      '',
+      '## Machine',
+      '',
+      f'- CPU: {info["cpu"]}, {info["cores"]} cores, '
+      f'{info.get("memory_gib", "?")} GiB; vector extensions: '
+      f'{", ".join(info["cpu_flags"])}',
+      f'- jax {info["jax"]}, flax {info["flax"]}, numpy {info["numpy"]}, '
+      f'torch {info["torch"]}, transformers {info["transformers"]}, peft '
+      f'{info["peft"]}, Python {info["python"]}; XLA_FLAGS='
+      f'`{info["xla_flags"] or "(none)"}`',
+      f'- Load average (1 min) before each job: min {min(loads):.2f}, max '
+      f'{max(loads):.2f}' + (' - **the machine was loaded: treat these '
+                             'numbers with care**' if max(loads) > 1.0
+                             else ''),
+      '',
+      '## Workload',
+      '',
+      f'Batch {b}, inputs {i} tokens, targets {t} tokens, '
+      f'{results["runs"][1]["job"]["num_tasks"]} tasks, dropout '
+      f'{results["runs"][1]["job"]["dropout_rate"]}, full-length random '
+      'tokens. tokens/s counts input and target tokens per training step, '
+      'generated tokens per decode. Every measurement runs in a fresh '
+      'process; step times are the median of the timed steps after warm-up '
+      '(the first step compiles). Ours: `trainer.train_step` jitted as '
+      '`runner.train` jits it, Adafactor (T5.1.1 recipe). transformers: '
+      '`T5ForConditionalGeneration` with the same shapes, AdamW (foreach), '
+      '`torch.set_num_threads(cores)`. MFU = analytic matmul FLOPs of the '
+      'step (`bench/flops.py`) / step time / measured f32 matmul peak.',
+      '',
+      f'## Targets ({headline})',
+      '',
+      *_targets_table(results, headline),
+      '',
+      '## Matmul peak (same machine, same run)',
+      '',
+      '| kernel | float32 GFLOP/s | bfloat16 inputs GFLOP/s |',
+      '|---|---:|---:|',
+      f'| XLA `jnp.dot` 2048^3 | {machine["xla_peak"]["float32"] / 1e9:,.0f}'
+      f' | {machine["xla_peak"]["bfloat16"] / 1e9:,.0f} |',
+      f'| PyTorch `torch.mm` 2048^3 | '
+      f'{machine["torch_peak"]["float32"] / 1e9:,.0f} | '
+      f'{machine["torch_peak"]["bfloat16"] / 1e9:,.0f} |',
+      '',
+      f'![throughput]({chart_name})',
+      '',
+  ]
+  for shape in shapes:
+    out += [f'## Training step, {shape}', '',
+            *_training_table(results, shape), '',
+            f'## FLOPs per training step, {shape}', '',
+            'Analytic: matmuls only, forward x 3 (`bench/flops.py`); XLA: '
+            "`compiled.cost_analysis()['flops']` of the whole compiled step "
+            '(elementwise work and the optimizer included).', '',
+            *_flops_table(results, shape), '',
+            f'## Greedy decoding, {shape}', '',
+            *_decode_table(results, shape), '']
+  out += ['## Parameter overhead (from shapes, `hyperprompt.params`)', '',
+          'Conditioning parameters (and percent of the backbone) with each '
+          "method's defaults.", '', *_params_table(results), '']
+  if failed:
+    out += ['## Failed jobs', '']
+    out += [f'- `{r["job"]}`: {r["error"].strip().splitlines()[-1]}'
+            for r in failed]
+    out.append('')
+  return '\n'.join(out)
+
+
+def write(results: dict, root: str) -> List[str]:
+  chart_rel = 'bench/throughput.png'
+  shape = _shapes(results['runs'])[0]
+  chart(results, os.path.join(root, chart_rel), shape)
+  path = os.path.join(root, 'BENCHMARKS.md')
+  with open(path, 'w') as f:
+    f.write(markdown(results, chart_rel))
+  return [path, os.path.join(root, chart_rel)]

@@ -1,0 +1,138 @@
+"""Runs every benchmark, one fresh process per measurement, and writes the
+results JSON, BENCHMARKS.md and the chart from it.
+
+    python -m bench.run              # full: T5.1.1-small, ~10 minutes
+    python -m bench.run --quick      # tiny shapes, ~2 minutes
+    python -m bench.run --shapes small,base
+    python -m bench.run --report_only   # rewrite the report from the JSON
+
+Measurements are worthless on a loaded machine: the load average is recorded
+before and after every job and printed in the report.
+"""
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+
+from bench import report
+from bench.worker import RESULT_MARKER
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_OUT = os.path.join(ROOT, 'bench', 'results.json')
+
+BATCH_SHAPE = (8, 128, 32)  # batch, input length, target length
+NUM_TASKS = 8
+DROPOUT_RATE = 0.1
+JOB_TIMEOUT_S = 420
+
+ALL_CONDITIONERS = ('vanilla', 'hyperprompt_share', 'hyperprompt_sep',
+                    'hyperprompt_global', 'prompt_tuning', 'prefix_tuning',
+                    'adapters', 'hyperformer')
+
+
+def jobs(shape: str, full: bool, warmup: int, steps: int):
+  """The measurements of one model shape.
+
+  `full` measures every conditioner and peer; otherwise the core set
+  (vanilla, HyperPrompt-Global, prefix tuning against PEFT, both
+  precisions against transformers, decoding).
+  """
+  common = dict(shape=shape, batch_shape=BATCH_SHAPE, num_tasks=NUM_TASKS,
+                dropout_rate=DROPOUT_RATE, warmup=warmup, steps=steps)
+  conditioners = ALL_CONDITIONERS if full else ('vanilla',
+                                                'hyperprompt_global')
+  out = []
+  for name in conditioners:
+    out.append(dict(common, job='ours_train', conditioner=name,
+                    dtype='float32'))
+  for name in ('vanilla', 'hyperprompt_global'):
+    out.append(dict(common, job='ours_train', conditioner=name,
+                    dtype='bfloat16'))
+  # PEFT trains the prefixes only; so does this row.
+  out.append(dict(common, job='ours_train', conditioner='prefix_tuning',
+                  dtype='float32', train_params='conditioning'))
+  out.append(dict(common, job='hf_train', precision='float32'))
+  out.append(dict(common, job='hf_train', precision='bfloat16'))
+  out.append(dict(common, job='hf_train', precision='float32',
+                  peft_prefix=16))
+  decode = dict(common, warmup=1, steps=max(steps // 2, 2))
+  for name in ('vanilla', 'hyperprompt_global'):
+    out.append(dict(decode, job='ours_decode', conditioner=name))
+  out.append(dict(decode, job='hf_generate'))
+  return out
+
+
+def run_job(job: dict) -> dict:
+  """Runs `job` in a fresh `python -m bench.worker` process."""
+  load_before = os.getloadavg()
+  start = time.perf_counter()
+  proc = subprocess.run(
+      [sys.executable, '-m', 'bench.worker', json.dumps(job)], cwd=ROOT,
+      capture_output=True, text=True, timeout=JOB_TIMEOUT_S, check=False)
+  record = {'job': job, 'wall_seconds': time.perf_counter() - start,
+            'load_before': load_before, 'load_after': os.getloadavg()}
+  lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_MARKER)]
+  if proc.returncode or not lines:
+    record['error'] = (proc.stderr or proc.stdout)[-3000:]
+    print(f'  FAILED ({proc.returncode}): {record["error"][-600:]}',
+          file=sys.stderr)
+  else:
+    record['result'] = json.loads(lines[-1][len(RESULT_MARKER):])
+  return record
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--quick', action='store_true',
+                      help='tiny shapes and few steps (~2 minutes)')
+  parser.add_argument('--shapes', default=None,
+                      help='comma-separated model shapes (tiny, small, base); '
+                      'the first is measured in full, the others the core '
+                      'set. Default: small (tiny with --quick).')
+  parser.add_argument('--steps', type=int, default=None,
+                      help='timed steps per training job (default 5, 3 '
+                      'with --quick)')
+  parser.add_argument('--out', default=DEFAULT_OUT, help='results JSON')
+  parser.add_argument('--report_only', action='store_true',
+                      help='only rewrite BENCHMARKS.md and the chart')
+  args = parser.parse_args(argv)
+
+  if not args.report_only:
+    shapes = (args.shapes or ('tiny' if args.quick else 'small')).split(',')
+    steps = args.steps or (3 if args.quick else 5)
+    warmup = 1 if args.quick else 2
+    todo = [dict(job='machine')]
+    for i, shape in enumerate(shapes):
+      todo += jobs(shape, full=i == 0, warmup=warmup, steps=steps)
+    if not args.quick:
+      todo.append(dict(job='params'))
+    results = {
+        'command': 'python -m bench.run ' + ' '.join(
+            sys.argv[1:] if argv is None else argv),
+        'started': datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec='seconds'),
+        'quick': args.quick, 'runs': [],
+    }
+    start = time.perf_counter()
+    for i, job in enumerate(todo):
+      label = ' '.join(f'{k}={v}' for k, v in job.items()
+                       if k in ('job', 'shape', 'conditioner', 'dtype',
+                                'precision', 'peft_prefix', 'train_params'))
+      print(f'[{i + 1}/{len(todo)}] {label} (load '
+            f'{os.getloadavg()[0]:.2f})', flush=True)
+      results['runs'].append(run_job(job))
+    results['total_seconds'] = time.perf_counter() - start
+    with open(args.out, 'w') as f:
+      json.dump(results, f, indent=1)
+    print(f'wrote {args.out} in {results["total_seconds"]:.0f} s')
+  with open(args.out) as f:
+    results = json.load(f)
+  for path in report.write(results, ROOT):
+    print(f'wrote {path}')
+
+
+if __name__ == '__main__':
+  main()
