@@ -5,6 +5,12 @@ head_dim]`, prepended to the keys and values along the length axis
 (METHOD.md section 1). Prefix positions are always visible: the padding and
 causal masks and the relative position bias apply to the real keys only; the
 prefix columns get bias 0.
+
+The decode cache keeps keys and values as `[batch, heads, head_dim, length]`
+(t5x's layout): the matmuls of a decode step read it in place, where
+`[batch, length, heads, head_dim]` made XLA transpose the whole cache of
+every layer at every step. Prompt logits are computed apart from the keys'
+and joined, so a prefix never forces a copy of the cache either.
 """
 from typing import Optional, Tuple
 
@@ -32,60 +38,74 @@ def mask_to_bias(mask: Optional[jax.Array], dtype) -> Optional[jax.Array]:
 
 def attention_weights(query: jax.Array, key: jax.Array,
                       bias: Optional[jax.Array],
+                      prefix_key: Optional[jax.Array] = None,
                       float32_logits: bool = True) -> jax.Array:
-  """Softmax over keys, without 1/sqrt(d) scaling (T5 folds it into init).
+  """Softmax over `[prefix keys; keys]`, without 1/sqrt(d) scaling (T5 folds
+  it into the query init).
 
   Args:
     query: [batch, q_length, heads, head_dim]
-    key: [batch, k_length, heads, head_dim]
-    bias: broadcastable to [batch, heads, q_length, k_length], or None.
+    key: [batch, heads, head_dim, k_length], the layout of the decode cache
+      (t5x's), so a decode step reads the cache without transposing it.
+    bias: broadcastable to [batch, heads, q_length, k_length], over the real
+      keys only, or None.
+    prefix_key: [batch, l, heads, head_dim] or None; its columns come first
+      and get bias 0.
 
   Returns:
-    [batch, heads, q_length, k_length] in the query's dtype.
+    [batch, heads, q_length, l + k_length] in the query's dtype.
   """
   dtype = query.dtype
   if float32_logits:
     query, key = query.astype(jnp.float32), key.astype(jnp.float32)
-  logits = jnp.einsum('bqhd,bkhd->bhqk', query, key)
+  logits = jnp.einsum('bqhd,bhdk->bhqk', query, key.astype(query.dtype))
   if bias is not None:
     logits = logits + bias.astype(logits.dtype)
+  if prefix_key is not None:
+    # Prompt logits are computed apart and joined here: joining the [b, h, q,
+    # l] logits is cheaper than joining the keys, which in a decode step
+    # would copy the whole cache.
+    prefix_logits = jnp.einsum('bqhd,blhd->bhql', query,
+                               prefix_key.astype(query.dtype))
+    logits = jnp.concatenate([prefix_logits, logits], axis=-1)
   return jax.nn.softmax(logits).astype(dtype)
 
 
 def combine_values(weights: jax.Array, value: jax.Array,
+                   prefix_value: Optional[jax.Array] = None,
                    dropout_rate: float = 0.0,
                    dropout_rng: Optional[jax.Array] = None) -> jax.Array:
-  """[batch, heads, q, k] weights x [batch, k, heads, d] -> [batch, q, heads, d]."""
+  """Mixes values with the attention weights.
+
+  Args:
+    weights: [batch, heads, q, l + k] from `attention_weights`.
+    value: [batch, heads, head_dim, k] (the cache layout).
+    prefix_value: [batch, l, heads, head_dim] or None.
+
+  Returns:
+    [batch, q, heads, head_dim]
+  """
   dtype = weights.dtype
   if dropout_rng is not None and dropout_rate > 0.0:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
     weights = weights * keep.astype(dtype) / jnp.asarray(1.0 - dropout_rate,
                                                          dtype)
-  return jnp.einsum('bhqk,bkhd->bqhd', weights, value.astype(dtype))
+  length = 0 if prefix_value is None else prefix_value.shape[1]
+  out = jnp.einsum('bhqk,bhdk->bqhd', weights[..., length:],
+                   value.astype(dtype))
+  if prefix_value is not None:
+    out = out + jnp.einsum('bhql,blhd->bqhd', weights[..., :length],
+                           prefix_value.astype(dtype))
+  return out
 
 
-def with_prefix(key: jax.Array, value: jax.Array, bias: Optional[jax.Array],
-                prefix: Optional[Prefix]):
-  """Prepends a prefix to keys and values; its columns get bias 0.
+# Logical axes of keys and values in the cache layout.
+CACHE_AXES = ('batch', 'heads', 'kv', 'length')
 
-  Args:
-    key, value: [batch, k_length, heads, head_dim]
-    bias: [batch or 1, heads or 1, q_length, k_length] or None.
-    prefix: ([batch, l, heads, head_dim], [batch, l, heads, head_dim]) or None.
 
-  Returns:
-    key, value: [batch, l + k_length, heads, head_dim]; bias with `l` zero
-    columns in front (or None).
-  """
-  if prefix is None:
-    return key, value, bias
-  prefix_key, prefix_value = prefix
-  length = prefix_key.shape[1]
-  key = jnp.concatenate([prefix_key.astype(key.dtype), key], axis=1)
-  value = jnp.concatenate([prefix_value.astype(value.dtype), value], axis=1)
-  if bias is not None:
-    bias = jnp.pad(bias, [(0, 0)] * (bias.ndim - 1) + [(length, 0)])
-  return key, value, bias
+def to_cache_layout(x: jax.Array) -> jax.Array:
+  """[batch, length, heads, head_dim] -> [batch, heads, head_dim, length]."""
+  return jnp.transpose(x, (0, 2, 3, 1))
 
 
 class MultiHeadAttention(nn.Module):
@@ -149,9 +169,11 @@ class MultiHeadAttention(nn.Module):
     if decode and self.cross:
       key, value = self._cached_cross_kv(key_proj, value_proj, inputs_kv)
     else:
-      # [batch, kv_length, emb_dim] -> [batch, kv_length, heads, head_dim]
-      key = with_sharding_constraint(key_proj(inputs_kv), axes)
-      value = with_sharding_constraint(value_proj(inputs_kv), axes)
+      # [batch, kv_length, emb_dim] -> [batch, heads, head_dim, kv_length]
+      key = with_sharding_constraint(to_cache_layout(key_proj(inputs_kv)),
+                                     CACHE_AXES)
+      value = with_sharding_constraint(
+          to_cache_layout(value_proj(inputs_kv)), CACHE_AXES)
       if decode:
         key, value, mask = self._cached_self_kv(key, value, mask,
                                                 decode_index)
@@ -159,27 +181,33 @@ class MultiHeadAttention(nn.Module):
     attention_bias = mask_to_bias(mask, dtype)
     if bias is not None:
       attention_bias = bias if attention_bias is None else attention_bias + bias
-    key, value, attention_bias = with_prefix(key, value, attention_bias,
-                                             prefix)
+    prefix_key, prefix_value = (None, None) if prefix is None else prefix
 
     dropout_rng = None
     if not deterministic and cfg.dropout_rate > 0.0:
       dropout_rng = self.make_rng('dropout')
-    weights = attention_weights(query, key, attention_bias,
+    # [batch, heads, q_length, l + kv_length]
+    weights = attention_weights(query, key, attention_bias, prefix_key,
                                 cfg.float32_attention_logits)
     if prefix is not None:
       # The paper's analysis: attention mass on the prompts, [batch, heads, q].
       # Recorded only when the caller makes 'intermediates' mutable.
       self.sow('intermediates', 'prefix_attention_mass',
-               jnp.sum(weights[..., :prefix[0].shape[1]], axis=-1))
-    x = combine_values(weights, value, cfg.dropout_rate, dropout_rng)
+               jnp.sum(weights[..., :prefix_key.shape[1]], axis=-1))
+    x = combine_values(weights, value, prefix_value, cfg.dropout_rate,
+                       dropout_rng)
     # [batch, q_length, heads, head_dim] -> [batch, q_length, emb_dim]
     return DenseGeneral(inputs_q.shape[-1], axis=(-2, -1),
                         kernel_axes=('joined_kv', 'embed'), dtype=dtype,
                         name='out')(x)
 
   def _cached_self_kv(self, key, value, mask, decode_index):
-    """Writes this step's key/value into the cache and returns all of it."""
+    """Writes this step's key/value into the cache and returns all of it.
+
+    key, value: [batch, heads, head_dim, 1] in a decode step (the whole
+    sequence in the cache-creating call); the cache is [batch, heads,
+    head_dim, max_length].
+    """
     initialized = self.has_variable('cache', 'cached_key')
     cached_key = self.variable('cache', 'cached_key', jnp.zeros, key.shape,
                                key.dtype)
@@ -188,14 +216,14 @@ class MultiHeadAttention(nn.Module):
     if not initialized:
       # The cache-creating call runs a normal (causally masked) pass.
       return key, value, mask
-    batch, length = cached_key.value.shape[:2]
-    if key.shape[1] != 1:
+    batch, length = cached_key.value.shape[0], cached_key.value.shape[-1]
+    if key.shape[-1] != 1:
       raise ValueError('Cached decoding feeds one position at a time; got a '
-                       f'query of length {key.shape[1]}.')
+                       f'query of length {key.shape[-1]}.')
     key = jax.lax.dynamic_update_slice_in_dim(cached_key.value, key,
-                                              decode_index, axis=1)
+                                              decode_index, axis=3)
     value = jax.lax.dynamic_update_slice_in_dim(cached_value.value, value,
-                                                decode_index, axis=1)
+                                                decode_index, axis=3)
     cached_key.value, cached_value.value = key, value
     # The single query sees positions already written, never the zeros after.
     visible = jnp.broadcast_to(jnp.arange(length) <= decode_index,
@@ -204,12 +232,13 @@ class MultiHeadAttention(nn.Module):
     return key, value, mask
 
   def _cached_cross_kv(self, key_proj, value_proj, encoded):
-    """Projects the encoder output once, at cache creation, then reuses it."""
-    axes = ('batch', 'length', 'heads', 'kv')
-    cached_key = self.variable(
-        'cache', 'cached_key',
-        lambda: with_sharding_constraint(key_proj(encoded), axes))
-    cached_value = self.variable(
-        'cache', 'cached_value',
-        lambda: with_sharding_constraint(value_proj(encoded), axes))
+    """Projects the encoder output once, at cache creation, then reuses it.
+
+    Returns key, value [batch, heads, head_dim, enc_length].
+    """
+    project = lambda proj: with_sharding_constraint(
+        to_cache_layout(proj(encoded)), CACHE_AXES)
+    cached_key = self.variable('cache', 'cached_key', project, key_proj)
+    cached_value = self.variable('cache', 'cached_value', project,
+                                 value_proj)
     return cached_key.value, cached_value.value
