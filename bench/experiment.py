@@ -13,14 +13,15 @@ knobs from gin/experiments/synthetic_small.gin:
   together from random initialisation, for every conditioner (none,
   HyperPrompt share/sep/global, prompt and prefix tuning, adapters,
   HyperFormer++);
-- conditioning-only tuning: a backbone is first trained multi-task WITHOUT
-  conditioning on the whole suite (task-blind; a random backbone would make
-  conditioning-only tuning meaningless), then frozen while only the
-  conditioning parameters train;
+- conditioning-only tuning: tuning only the conditioning of a random
+  backbone is meaningless, so the backbone is the one trained multi-task
+  WITHOUT conditioning on the whole suite (task-blind: the full-tuning run of
+  the `none` conditioner, same seed), frozen while only the conditioning
+  parameters train;
 - new-task adaptation: HyperPrompt-Global trained (fully) on 8 tasks, then
   the 9th task added by training only its task embedding and global prompt
   (hyperprompt.new_task), compared with Global trained on all 9 from the
-  start;
+  start; once for each held-out task of `Settings.new_tasks`;
 - the attention mass on the prompts, per layer (hyperprompt.analyze), of the
   fully tuned Global model of the first seed.
 
@@ -43,8 +44,9 @@ import multiprocessing
 import os
 import platform
 import sys
+import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -61,47 +63,51 @@ SCALE_NUM_TASKS = 8  # GLUE or SuperGLUE, as in the paper.
 class Settings:
   """How big the study is. FULL fits an hour on 2 CPU cores (measured)."""
   seeds: int = 3
-  steps: int = 1500
-  pretrain_steps: int = 1500
-  adapt_steps: int = 500
-  eval_every: int = 250
+  steps: int = 1000
+  adapt_steps: int = 300
+  eval_every: int = 100
   batch_size: int = 64
   num_train: int = 5000  # Per task.
   num_validation: int = 200  # Per task.
   learning_rate: float = 3e-3  # AdamW, warmup then cosine decay.
   conditioning_learning_rate: float = 1e-2
-  adapt_learning_rate: float = 3e-2
+  adapt_learning_rate: float = 0.1
   warmup_steps: int = 100
-  new_task: str = 'last_odd'
+  # Held out, then added: `first` recombines what the 8 others teach (copy's
+  # first digit); `last_odd` must invert a rule only `last_even` knows.
+  new_tasks: Tuple[str, ...] = ('first', 'last_odd')
   scale_counts: bool = True  # Parameter counts at T5 sizes (shapes only).
 
 
 FULL = Settings()
-QUICK = Settings(seeds=1, steps=40, pretrain_steps=40, adapt_steps=20,
+QUICK = Settings(seeds=1, steps=40, adapt_steps=20,
                  eval_every=20, num_train=200, num_validation=40,
-                 warmup_steps=5, scale_counts=False)
+                 warmup_steps=5, new_tasks=('first',), scale_counts=False)
 
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-  """One training run. kind: 'full', 'pretrain', 'conditioning',
-  'new_task_base', 'new_task' or 'scale' (parameter counts only)."""
+  """One training run. kind: 'full', 'conditioning',
+  'new_task_base', 'new_task' or 'scale' (parameter counts only);
+  `task` is the held-out task of the new_task jobs."""
   kind: str
   conditioner: str = 'none'
   seed: int = 0
+  task: str = ''
 
 
 def study_jobs(settings: Settings) -> List[List[Job]]:
   """Two phases; a job of phase 2 needs a phase-1 job's saved params."""
   seeds = range(settings.seeds)
   first = [Job('full', c, s) for s in seeds for c in CONDITIONERS]
-  first += [Job('pretrain', 'none', s) for s in seeds]
-  first += [Job('new_task_base', 'hyperprompt_global', s) for s in seeds]
+  first += [Job('new_task_base', 'hyperprompt_global', s, t) for s in seeds
+            for t in settings.new_tasks]
   if settings.scale_counts:
     first.append(Job('scale'))
   second = [Job('conditioning', c, s) for s in seeds
             for c in CONDITIONERS if c != 'none']
-  second += [Job('new_task', 'hyperprompt_global', s) for s in seeds]
+  second += [Job('new_task', 'hyperprompt_global', s, t) for s in seeds
+             for t in settings.new_tasks]
   return [first, second]
 
 
@@ -136,6 +142,11 @@ def save_params(params, path: str) -> None:
   from flax import traverse_util  # pylint: disable=g-import-not-at-top
   flat = traverse_util.flatten_dict(params, sep='/')
   np.savez(path, **{k: np.asarray(v) for k, v in flat.items()})
+
+
+def _params_file(workdir: str, job: Job) -> str:
+  """Where the task-blind backbone and the new-task bases are kept."""
+  return os.path.join(workdir, f'{job.kind}_{job.task or "all"}_{job.seed}.npz')
 
 
 def load_flat(path: str) -> Dict[str, np.ndarray]:
@@ -229,7 +240,7 @@ def run_job(job: Job, settings: Settings, workdir: str) -> Dict[str, Any]:
   # module with configurables is imported first.
   from hyperprompt import freezing, models, trainer  # pylint: disable=g-import-not-at-top,unused-import
   result = {'kind': job.kind, 'conditioner': job.conditioner,
-            'seed': job.seed}
+            'seed': job.seed, 'task': job.task}
   if job.kind == 'scale':
     result['counts'] = scale_counts()
   elif job.kind == 'new_task':
@@ -247,15 +258,14 @@ def _run_training(job: Job, settings: Settings, workdir: str) -> dict:
   from hyperprompt.tasks import synthetic  # pylint: disable=g-import-not-at-top
   tasks = tuple(synthetic.TASKS)
   if job.kind == 'new_task_base':
-    tasks = tuple(t for t in tasks if t != settings.new_task)
+    tasks = tuple(t for t in tasks if t != job.task)
   model = build_model(job.conditioner, len(tasks))
   params = init_params(model, job.seed)
   steps, learning_rate, train_what = (settings.steps, settings.learning_rate,
                                       'all')
-  if job.kind == 'pretrain':
-    steps = settings.pretrain_steps
   if job.kind == 'conditioning':
-    backbone = load_flat(os.path.join(workdir, f'pretrain_{job.seed}.npz'))
+    backbone = load_flat(_params_file(
+        workdir, dataclasses.replace(job, kind='full', conditioner='none')))
     params = merge.merge_pretrained(params, backbone,
                                     f'the task-blind backbone, seed {job.seed}')
     learning_rate, train_what = settings.conditioning_learning_rate, (
@@ -274,8 +284,9 @@ def _run_training(job: Job, settings: Settings, workdir: str) -> dict:
                          'conditioning' else counts['total'])
   out = {'tasks': list(tasks), 'steps': steps, 'params': counts,
          'evaluations': evaluations}
-  if job.kind in ('pretrain', 'new_task_base'):
-    save_params(params, os.path.join(workdir, f'{job.kind}_{job.seed}.npz'))
+  if job.kind == 'new_task_base' or (job.kind, job.conditioner) == (
+      'full', 'none'):
+    save_params(params, _params_file(workdir, job))
   if job.kind == 'full' and job.conditioner == 'hyperprompt_global' and (
       job.seed == 0):
     out['attention_mass'] = _attention_mass(model, params, valid_data, tasks)
@@ -317,10 +328,11 @@ def _run_new_task(job: Job, settings: Settings, workdir: str) -> dict:
   from hyperprompt import models, network, new_task  # pylint: disable=g-import-not-at-top
   from flax import traverse_util  # pylint: disable=g-import-not-at-top
   from hyperprompt.tasks import synthetic  # pylint: disable=g-import-not-at-top
-  old_tasks = tuple(t for t in synthetic.TASKS if t != settings.new_task)
-  tasks = old_tasks + (settings.new_task,)
+  old_tasks = tuple(t for t in synthetic.TASKS if t != job.task)
+  tasks = old_tasks + (job.task,)
   base = build_model(job.conditioner, len(old_tasks))
-  params = load_params(os.path.join(workdir, f'new_task_base_{job.seed}.npz'))
+  params = load_params(_params_file(
+      workdir, dataclasses.replace(job, kind='new_task_base')))
   config = base.module.config
   conditioner, params, per_task = new_task.add_tasks(
       config, base.module.conditioner, params, 1,
@@ -331,7 +343,7 @@ def _run_new_task(job: Job, settings: Settings, workdir: str) -> dict:
   optimizer = new_task.only_new_rows(
       _optimizer(settings, settings.adapt_learning_rate,
                  settings.adapt_steps), params, per_task, len(old_tasks))
-  train_data = dict(_data((settings.new_task,), 'train', settings.num_train))
+  train_data = dict(_data((job.task,), 'train', settings.num_train))
   train_data['task_ids'] = np.full_like(train_data['task_ids'],
                                         len(old_tasks))
   valid_data = _data(tasks, 'validation', settings.num_validation)
@@ -350,7 +362,7 @@ def _run_new_task(job: Job, settings: Settings, workdir: str) -> dict:
           _old_view(params, per_task, len(old_tasks)))))
   flat = traverse_util.flatten_dict(params['conditioner'])
   num_trained = int(sum(np.prod(np.shape(flat[p])[1:]) for p in per_task))
-  return {'tasks': list(tasks), 'new_task': settings.new_task,
+  return {'tasks': list(tasks), 'new_task': job.task,
           'steps': settings.adapt_steps, 'before': before,
           'evaluations': evaluations, 'others_unchanged': bool(unchanged),
           'trained_parameters': num_trained,
@@ -382,13 +394,18 @@ def scale_counts() -> Dict[str, Dict[str, dict]]:
 
 # --- Orchestration ------------------------------------------------------------
 
-def _worker_init(single_threaded: bool):
+def _worker_init(single_threaded: bool, cache_dir: str):
   if single_threaded:
     # One core's worth of threads per worker when several share the cores.
     os.environ.setdefault('XLA_FLAGS', '--xla_cpu_multi_thread_eigen=false '
                           'intra_op_parallelism_threads=1')
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  # The seeds of a method compile the same programs: the persistent cache
+  # compiles them once for all workers (compilation is most of a short run).
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = cache_dir
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
 
 
 def run_study(settings: Settings, workdir: str, workers: int) -> dict:
@@ -397,7 +414,7 @@ def run_study(settings: Settings, workdir: str, workers: int) -> dict:
   context = multiprocessing.get_context('spawn')
   with concurrent.futures.ProcessPoolExecutor(
       workers, mp_context=context, initializer=_worker_init,
-      initargs=(workers > 1,)) as pool:
+      initargs=(workers > 1, os.path.join(workdir, 'xla_cache'))) as pool:
     for phase in study_jobs(settings):
       futures = {pool.submit(run_job, job, settings, workdir): job
                  for job in phase}
@@ -405,14 +422,14 @@ def run_study(settings: Settings, workdir: str, workers: int) -> dict:
         result = future.result()
         runs.append(result)
         print(f'[{time.time() - start:6.0f}s] {result["kind"]:>13} '
-              f'{result["conditioner"]:<18} seed {result["seed"]} '
-              f'({result["seconds"]:.0f}s)', flush=True)
+              f'{result["conditioner"]:<18} {result["task"]:<8} seed '
+              f'{result["seed"]} ({result["seconds"]:.0f}s)', flush=True)
   import jax  # pylint: disable=g-import-not-at-top
   return {
       'settings': dataclasses.asdict(settings),
       'conditioners': list(CONDITIONERS),
       'runs': sorted(runs, key=lambda r: (r['kind'], r['conditioner'],
-                                          r['seed'])),
+                                          r['task'], r['seed'])),
       'wall_seconds': time.time() - start,
       'workers': workers,
       'command': 'python -m bench.experiment ' + ' '.join(sys.argv[1:]),
@@ -438,8 +455,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                       help='parallel training processes')
   parser.add_argument('--seeds', type=int, default=None)
   parser.add_argument('--steps', type=int, default=None,
-                      help='steps of every full, pretraining and '
-                      'conditioning-only run')
+                      help='steps of every full and conditioning-only run')
   parser.add_argument('--report_only', action='store_true',
                       help='regenerate the report from results.json')
   args = parser.parse_args(argv)
@@ -453,12 +469,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     settings = QUICK if args.quick else FULL
     overrides = {k: v for k, v in (('seeds', args.seeds),
                                    ('steps', args.steps)) if v is not None}
-    if 'steps' in overrides:
-      overrides['pretrain_steps'] = overrides['steps']
     settings = dataclasses.replace(settings, **overrides)
-    workdir = os.path.join(output_dir, 'params')
-    os.makedirs(workdir, exist_ok=True)
-    results = run_study(settings, workdir, args.workers)
+    # Intermediate params and the compilation cache: not results.
+    with tempfile.TemporaryDirectory(prefix='hyperprompt_study_') as workdir:
+      results = run_study(settings, workdir, args.workers)
     with open(results_path, 'w') as f:
       json.dump(results, f, indent=1)
   with open(results_path) as f:
