@@ -190,8 +190,8 @@ def _heatmap(matrix: np.ndarray, row_labels, col_labels, title: str,
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(1.6 + 0.9 * len(col_labels),
-                                  1.2 + 0.35 * len(row_labels)))
+  fig, ax = plt.subplots(figsize=(max(5.0, 2.5 + 0.9 * len(col_labels)),
+                                  max(2.8, 1.6 + 0.35 * len(row_labels))))
   image = ax.imshow(np.ma.masked_invalid(matrix), vmin=0.0, vmax=1.0,
                     cmap='viridis', aspect='auto')
   ax.set_xticks(range(len(col_labels)), col_labels, rotation=45, ha='right',
@@ -202,7 +202,7 @@ def _heatmap(matrix: np.ndarray, row_labels, col_labels, title: str,
       ax.text(j, i, f'{value:.2f}', ha='center', va='center', fontsize=7,
               color='white' if value < 0.6 else 'black')
   ax.set_title(title, fontsize=9)
-  fig.colorbar(image, ax=ax, label='attention mass on prompts')
+  fig.colorbar(image, ax=ax, label='mass on prompts')
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -240,10 +240,12 @@ def plot_tasks(results: Mapping[str, Mapping[str, Sequence[float]]],
 
 def _task_names(names: Sequence[str]) -> List[str]:
   import seqio  # pylint: disable=g-import-not-at-top
+  from hyperprompt import tasks  # pylint: disable=g-import-not-at-top
   out = []
   for name in names:
     if name in seqio.MixtureRegistry.names():
-      out += [t.name for t in seqio.get_mixture_or_task(name).tasks]
+      # In task-id order (the mixture's task vocabulary).
+      out += list(tasks.task_vocabulary(name).names)
     elif name in seqio.TaskRegistry.names():
       out.append(name)
     else:
@@ -303,7 +305,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
                       help='examples per task (at most)')
   parser.add_argument('--batch_size', type=int, default=64)
   args = parser.parse_args(rest)
-  main_lib.parse_gin(files, bindings)
+  # The run's files require MODEL_DIR: it is the checkpoint's run.
+  main_lib.parse_gin(files, [f'MODEL_DIR = {json.dumps(args.checkpoint)}',
+                             *bindings])
   try:
     model = gin.get_configurable(models.EncoderDecoderModel)()
   except Exception as e:  # gin names the missing binding.
