@@ -185,3 +185,35 @@ def test_heat_maps_are_written(tmp_path):
   for name in ('a.png', 'all.png'):
     with open(tmp_path / name, 'rb') as f:
       assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_command_line_on_a_saved_checkpoint(tmp_path):
+  import gin  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from hyperprompt import checkpoints, main, models, tasks, trainer  # pylint: disable=g-import-not-at-top
+  files = ['models/sizes/tiny.gin', 'models/conditioners/hyperprompt_share.gin',
+           'runs/demo.gin']
+  run = str(tmp_path / 'run')
+  main.parse_gin(files, [f'MODEL_DIR = "{run}"'])
+  model = gin.get_configurable(models.EncoderDecoderModel)()
+  shapes = {'encoder_input_tokens': (1, 9), 'decoder_input_tokens': (1, 9)}
+  params = jax.jit(lambda rng: model.get_initial_variables(rng, shapes)[
+      'params'])(jax.random.PRNGKey(0))
+  checkpointer = checkpoints.Checkpointer(
+      run, tasks.task_vocabulary('hp_synthetic'), async_save=False)
+  checkpointer.save(trainer.init_state(params, optax.sgd(0.1)), 0)
+  checkpointer.close()
+
+  output = tmp_path / 'analysis'
+  results = analyze.main([
+      *[f'--gin_file={f}' for f in files], f'--checkpoint={run}',
+      '--task=hp_synthetic_first', '--task=hp_synthetic_copy',
+      f'--output={output}', '--num_examples=6', '--batch_size=4'])
+  assert list(results) == ['hp_synthetic_first', 'hp_synthetic_copy']
+  for result in results.values():
+    assert len(result['encoder_self']) == len(result['decoder_self']) == 2
+    assert all(0 < m < 1 for m in result['encoder_self'] +
+               result['decoder_self'])
+  for name in ('prefix_attention_mass.json', 'hp_synthetic_first.png',
+               'hp_synthetic_copy.png', 'all_tasks.png'):
+    assert (output / name).exists(), name
