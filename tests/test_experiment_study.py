@@ -109,9 +109,11 @@ def test_report_from_fixed_results(tmp_path):
           '30.0 ± 0.0 | 30.0 ± 0.0 | 30.0 ± 0.0 | 30.0 ± 0.0 | 0 |') in text
   # Per task, full tuning, Global: a best (0.7, 0.6), b best (0.9, 0.6).
   assert '| HyperPrompt-Global | 65.0 ± 7.1 | 75.0 ± 21.2 |' in text
-  assert 'variants** (paper): the study agrees' in text
+  # Global (70 ± 14.1) leads Sep (60 ± 0) by less than a standard deviation.
+  assert "variants** (paper): on the paper's metric the study is " \
+         'inconclusive' in text
   assert 'Share beat Sep on SuperGLUE** (paper): on this synthetic suite the '\
-         'study disagrees' in text
+         "study disagrees on the paper's metric" in text
   assert 'conditioning alone** (paper): the study agrees' in text
   assert '0.137% of the backbone (agrees' in text
   # Global from the start, seed 0: best on b is 0.9.
@@ -132,3 +134,18 @@ def test_phases_order_the_dependencies():
   assert {(j.conditioner, j.seed) for j in first if j.kind == 'full'} == {
       (c, s) for c in experiment.CONDITIONERS for s in seeds}
   assert all(j.kind in ('conditioning', 'new_task') for j in second)
+
+
+def test_verdicts_count_only_differences_beyond_the_seed_spread():
+  stat = lambda *v: experiment_report.Stat(v)
+  assert experiment_report._beats(stat(0.9, 0.8), stat(0.5, 0.6)) == 'agrees'
+  assert experiment_report._beats(stat(0.5, 0.6), stat(0.9, 0.8)) == (
+      'disagrees')
+  assert experiment_report._beats(stat(0.9, 0.5), stat(0.6, 0.6)) == (
+      'is inconclusive')
+  assert experiment_report._beats(stat(0.9), stat(0.1)) == 'is inconclusive'
+  stats = {'a': stat(0.9, 0.8), 'b': stat(0.5, 0.6), 'c': stat(0.85, 0.8)}
+  assert experiment_report._best_of(stats, 'a') == 'is inconclusive'
+  assert experiment_report._best_of(stats, 'b') == 'disagrees'
+  del stats['c']
+  assert experiment_report._best_of(stats, 'a') == 'agrees'
