@@ -122,8 +122,8 @@ def _training_table(results, shape) -> List[str]:
   lines = [
       '| system | precision | trains | step (ms) | tokens/s | MFU (f32 peak)'
       ' | step time vs vanilla | FLOPs vs vanilla | peak RSS (MiB) | '
-      'XLA temp (MiB) | load |',
-      '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+      'XLA temp (MiB) | compile (s) | load |',
+      '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
   for r in runs:
     job, res = r['job'], r['result']
@@ -150,7 +150,8 @@ def _training_table(results, shape) -> List[str]:
         f'{_fmt(100 * flops / step / peak, 1) + "%" if flops else "-"} | '
         f'{_fmt(step / base_time if base_time else None, 3)} | '
         f'{_fmt(flop_ratio, 3)} | {_fmt(res["peak_rss_mib"], 0)} | '
-        f'{_fmt(temp, 0)} | {_fmt(r["load_before"][0])} |')
+        f'{_fmt(temp, 0)} | {_fmt(res.get("compile_seconds"), 1)} | '
+        f'{_fmt(r["load_before"][0])} |')
   return lines
 
 
@@ -195,6 +196,28 @@ def _decode_table(results, shape) -> List[str]:
         f'{_fmt(res["peak_rss_mib"], 0)} | '
         f'{res.get("compiles_after_first_call", "-")} | '
         f'{_fmt(r["load_before"][0])} |')
+  return lines
+
+
+def _profile_table(results, shape) -> List[str]:
+  lines = []
+  for r in _ok(results['runs']):
+    job, res = r['job'], r['result']
+    if job['job'] != 'ours_profile' or job.get('shape') != shape:
+      continue
+    what = 'greedy decode of the batch' if job.get('decode') else \
+        'training step'
+    total = res['total_ms']
+    lines += [f'{LABELS[job["conditioner"]]}, {what}: {total:,.0f} ms of XLA '
+              'operations (summed over threads). By kind: ' + ', '.join(
+                  f'{kind} {100 * ms / total:.0f}%'
+                  for kind, ms in res['by_kind_ms'].items()) + '.', '',
+              '| operation (kind: JAX op, summed over layers) | ms | share |',
+              '|---|---:|---:|']
+    lines += [f'| {op or "(no source)"} | {ms:,.1f} | '
+              f'{100 * ms / total:.1f}% |'
+              for op, ms in list(res['top_ops_ms'].items())[:12]]
+    lines.append('')
   return lines
 
 
@@ -250,6 +273,32 @@ def _targets_table(results, shape) -> List[str]:
       shown = '-' if v is None else f'{v:.2f}x'
     lines.append(f'| {text} | {wanted} | {shown} | {met} |')
   return lines
+
+
+def _findings(results, shape) -> List[str]:
+  """Statements computed from the results (no number typed by hand)."""
+  machine = _machine(results)
+  xla, torch_peak = machine['xla_peak'], machine['torch_peak']
+  step = lambda **m: (_find(results['runs'], shape=shape, **m) or {}).get(
+      'result', {}).get('step_seconds')
+  out = [
+      f'- bf16 matmuls: XLA runs a bf16-input dot at '
+      f'{xla["bfloat16"] / xla["float32"]:.2f}x its f32 rate on this CPU, '
+      f'PyTorch at {torch_peak["bfloat16"] / torch_peak["float32"]:.2f}x. '
+      'XLA:CPU lowers dots to YNNPACK fusions; bf16 inputs with an f32 '
+      'result go to the kernel directly, a bf16 result adds converts.',
+  ]
+  f32, bf16 = (step(job='ours_train', conditioner='vanilla', dtype=d)
+               for d in ('float32', 'bfloat16'))
+  if f32 and bf16:
+    out.append(f'- Our bf16 step takes {bf16 / f32:.2f}x the time of the '
+               'f32 step (parameters stay f32 and are cast per use).')
+  hf32, hf16 = (step(job='hf_train', precision=p, peft_prefix=0)
+                for p in ('float32', 'bfloat16'))
+  if hf32 and hf16:
+    out.append(f'- transformers: bf16 autocast takes {hf16 / hf32:.2f}x '
+               'the time of f32.')
+  return out
 
 
 def chart(results: dict, path: str, shape: str) -> None:
@@ -355,6 +404,8 @@ def markdown(results: dict, chart_name: str) -> str:
       f'{machine["torch_peak"]["float32"] / 1e9:,.0f} | '
       f'{machine["torch_peak"]["bfloat16"] / 1e9:,.0f} |',
       '',
+      *_findings(results, headline),
+      '',
       f'![throughput]({chart_name})',
       '',
   ]
@@ -368,6 +419,10 @@ def markdown(results: dict, chart_name: str) -> str:
             *_flops_table(results, shape), '',
             f'## Greedy decoding, {shape}', '',
             *_decode_table(results, shape), '']
+    profile = _profile_table(results, shape)
+    if profile:
+      out += [f'## Where the time goes, {shape} (`python -m bench.profile`)',
+              '', *profile]
   out += ['## Parameter overhead (from shapes, `hyperprompt.params`)', '',
           'Conditioning parameters (and percent of the backbone) with each '
           "method's defaults.", '', *_params_table(results), '']

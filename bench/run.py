@@ -2,7 +2,7 @@
 results JSON, BENCHMARKS.md and the chart from it.
 
     python -m bench.run              # full: T5.1.1-small, ~10 minutes
-    python -m bench.run --quick      # tiny shapes, ~2 minutes
+    python -m bench.run --quick      # tiny shapes, core set, ~2 minutes
     python -m bench.run --shapes small,base
     python -m bench.run --report_only   # rewrite the report from the JSON
 
@@ -62,6 +62,11 @@ def jobs(shape: str, full: bool, warmup: int, steps: int):
   for name in ('vanilla', 'hyperprompt_global'):
     out.append(dict(decode, job='ours_decode', conditioner=name))
   out.append(dict(decode, job='hf_generate'))
+  if full:
+    # Where the time goes (bench/profile.py), for the report.
+    out.append(dict(common, job='ours_profile', conditioner='vanilla'))
+    out.append(dict(common, job='ours_profile', conditioner='vanilla',
+                    decode=True))
   return out
 
 
@@ -103,10 +108,11 @@ def main(argv=None):
   if not args.report_only:
     shapes = (args.shapes or ('tiny' if args.quick else 'small')).split(',')
     steps = args.steps or (3 if args.quick else 5)
-    warmup = 1 if args.quick else 2
+    warmup = 1  # The step is compiled before timing; one step warms caches.
     todo = [dict(job='machine')]
     for i, shape in enumerate(shapes):
-      todo += jobs(shape, full=i == 0, warmup=warmup, steps=steps)
+      todo += jobs(shape, full=i == 0 and not args.quick, warmup=warmup,
+                   steps=steps)
     if not args.quick:
       todo.append(dict(job='params'))
     results = {

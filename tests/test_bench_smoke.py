@@ -1,0 +1,71 @@
+"""The benchmark harness runs, and its analytic FLOPs match XLA's count.
+
+Benchmarks are not tests: nothing here looks at a time. This runs
+`bench.ours.train` (the same code `make bench` runs) for two steps of every
+conditioner on the tiny shape (one layer per stack) and checks that
+- the analytic matmul FLOPs of the step (`bench/flops.py`) are within
+  [0.85, 1.0] of XLA's `cost_analysis()['flops']` of the compiled step: XLA
+  also counts elementwise work (softmax, norms, Adafactor), which the
+  analytic count leaves out, so it must never be larger and may be up to
+  15% smaller at these small widths;
+- the second step does not compile anything.
+"""
+import dataclasses
+
+import jax
+import pytest
+
+from bench import flops as flops_lib
+from bench import ours
+from bench import workload
+
+SHAPE = workload.BatchShape(batch=4, inputs=32, targets=16)
+NUM_TASKS = 3
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  # The tiny shape with one layer per stack: compilation dominates this
+  # test's time and grows with the layer count; one layer of each kind
+  # covers every FLOP term.
+  cfg = dataclasses.replace(workload.t5_config('tiny', dropout_rate=0.0),
+                            num_encoder_layers=1, num_decoder_layers=1)
+  return cfg, workload.make_batch(cfg, SHAPE, NUM_TASKS)
+
+
+@pytest.mark.parametrize('name', sorted(ours.CONDITIONERS))
+def test_train_step_flops_and_no_recompilation(tiny, name):
+  cfg, batch = tiny
+  # rbg keys compile the random parameter initialisation 2-3x faster than
+  # threefry; the values do not matter here.
+  with jax.default_prng_impl('unsafe_rbg'):
+    result = ours.train(cfg, name, batch, num_tasks=NUM_TASKS, warmup=1,
+                        steps=1)
+  ratio = result['analytic_flops'] / result['xla_flops']
+  assert 0.85 <= ratio <= 1.0, (name, result['analytic_flops'],
+                                result['xla_flops'])
+  assert result['compiles_after_first_step'] == 0
+  assert result['loss'] > 0
+
+
+def test_flops_hand_computed_case():
+  """With zero layers only the output projection remains: forward
+  2 * target tokens * d * V, a training step 3x that."""
+  cfg = dataclasses.replace(workload.t5_config('tiny'), num_encoder_layers=0,
+                            num_decoder_layers=0)
+  got = flops_lib.train_step_flops(cfg, batch=2, inputs=5, targets=3)
+  assert got == 3 * 2 * (2 * 3) * cfg.emb_dim * cfg.vocab_size
+
+
+def test_prefix_adds_only_attention_flops():
+  """A key/value prefix of length l adds 2 * 2 * q * l * h*d_h per attention
+  (logits and value mixing) and nothing in the FFN (METHOD.md 4)."""
+  cfg = workload.t5_config('tiny')
+  l = 16
+  base = flops_lib.forward_flops(cfg, 1, 10, 4)
+  prompted = flops_lib.forward_flops(
+      cfg, 1, 10, 4, flops_lib.Conditioned(encoder_prefix=l,
+                                           decoder_prefix=l))
+  extra = 2 * 2 * l * cfg.joined_kv * (
+      10 * cfg.num_encoder_layers + 4 * cfg.num_decoder_layers)
+  assert prompted['total'] - base['total'] == extra
