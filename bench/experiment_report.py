@@ -171,8 +171,11 @@ def findings(results: Mapping, table: Mapping) -> List[str]:
               for c in methods}
   wins = sum(v == 'agrees' for v in verdicts.values())
   losses = sum(v == 'disagrees' for v in verdicts.values())
-  verdict = ('agrees' if wins == len(methods) else
-             'disagrees' if losses == len(methods) else 'partly agrees')
+  verdict = {(True, False): 'partly agrees', (False, True): 'partly disagrees',
+             (False, False): 'is inconclusive', (True, True): 'is mixed'}[
+                 (wins > 0, losses > 0)]
+  if wins == len(methods) or losses == len(methods):
+    verdict = 'agrees' if wins else 'disagrees'
   listing = ', '.join(
       f'{NAMES[c]} {table[c]["full"].mean - table[c]["conditioning"].mean:+.1f}'
       for c in methods)
