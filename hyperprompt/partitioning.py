@@ -106,6 +106,8 @@ class Partitioner:
     grid = np.array(devices, dtype=object).reshape(
         len(devices) // num_partitions, num_partitions)
     self.mesh = Mesh(grid, (DATA, MODEL))
+    # The processes this mesh spans, in order (all of them, normally).
+    self.processes = sorted({d.process_index for d in devices})
     self.rules = tuple((k, v) for k, v in logical_axis_rules)
 
   @property
@@ -204,15 +206,17 @@ class Partitioner:
 
   def host_rows(self, global_batch_size: int) -> slice:
     """The rows of a global batch that this process feeds."""
-    if global_batch_size % jax.process_count():
+    num = len(self.processes)
+    if global_batch_size % num:
       raise ValueError(f'Batch size {global_batch_size} must be divisible by '
-                       f'the {jax.process_count()} processes.')
+                       f'the {num} processes.')
     if global_batch_size % self.data_parallelism:
       raise ValueError(
           f'Batch size {global_batch_size} must be divisible by the '
           f"{self.data_parallelism} devices of the mesh's 'data' axis.")
-    n = global_batch_size // jax.process_count()
-    return slice(jax.process_index() * n, (jax.process_index() + 1) * n)
+    n = global_batch_size // num
+    i = self.processes.index(jax.process_index())
+    return slice(i * n, (i + 1) * n)
 
   def global_batch(self, host_batch: Mapping[str, np.ndarray]
                    ) -> Mapping[str, jax.Array]:
@@ -220,7 +224,7 @@ class Partitioner:
     out = {}
     for k, v in host_batch.items():
       v = np.asarray(v)
-      global_shape = (v.shape[0] * jax.process_count(),) + v.shape[1:]
+      global_shape = (v.shape[0] * len(self.processes),) + v.shape[1:]
       out[k] = jax.make_array_from_process_local_data(
           self.data_sharding, v, global_shape)
     return out
