@@ -99,11 +99,11 @@ class Job:
 def study_jobs(settings: Settings) -> List[List[Job]]:
   """Two phases; a job of phase 2 needs a phase-1 job's saved params."""
   seeds = range(settings.seeds)
-  first = [Job('full', c, s) for s in seeds for c in CONDITIONERS]
+  # The long shape-only job first, so that it overlaps the training runs.
+  first = [Job('scale')] if settings.scale_counts else []
+  first += [Job('full', c, s) for s in seeds for c in CONDITIONERS]
   first += [Job('new_task_base', 'hyperprompt_global', s, t) for s in seeds
             for t in settings.new_tasks]
-  if settings.scale_counts:
-    first.append(Job('scale'))
   second = [Job('conditioning', c, s) for s in seeds
             for c in CONDITIONERS if c != 'none']
   second += [Job('new_task', 'hyperprompt_global', s, t) for s in seeds
