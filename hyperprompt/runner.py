@@ -612,8 +612,7 @@ def infer(*,
     in_vocab = task.output_features['inputs'].vocabulary
     out_vocab = task.output_features['targets'].vocabulary
     for batch, n in data.padded_batches(
-        ds, batch_size, features=('encoder_input_tokens',
-                                  'decoder_input_tokens', 'task_ids')):
+        ds, batch_size, features=_MODEL_FEATURES):
       if hasattr(model, 'validate_batch'):
         batch = model.validate_batch(batch)
       tokens = np.asarray(jax.device_get(predict(
