@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets>=4.9.6,<5",
     "gin-config>=0.5,<0.6",
     "clu>=0.0.12",
+    "tensorboard>=2.16,<2.22",  # clu's metric writers import it.
     "tensorstore>=0.1.65",
     "sentencepiece>=0.2",
     "safetensors>=0.4",

@@ -81,18 +81,9 @@ def init_params(model, input_shapes, partitioner, seed: int,
 def load_pretrained(path: str, params, shardings):
   """Loads a pretrained backbone into `params` (conditioner stays fresh)."""
   from hyperprompt import pretrained  # pylint: disable=g-import-not-at-top
-  template = jax.tree.map(
-      lambda x: np.zeros(x.shape, x.dtype), params)
-  if hasattr(pretrained, 'load_pretrained'):
-    loaded = pretrained.load_pretrained(path, template)
-  else:
-    # Until the t5x/orbax readers land, Hugging Face directories only.
-    if not os.path.exists(os.path.join(path, 'config.json')):
-      raise ValueError(
-          f'INITIAL_CHECKPOINT_PATH={path!r} is not a Hugging Face T5 '
-          'directory (no config.json); only those can be loaded here.')
-    loaded = pretrained.load_hf(path, template)
-  # Keep the fresh conditioner params (already on device); place the rest.
+  # The freshly initialised params are the template: whatever the checkpoint
+  # lacks (the conditioner) keeps its initial values.
+  loaded = pretrained.load_pretrained(path, jax.device_get(params))
   return jax.tree.map(lambda v, sh: jax.device_put(np.asarray(v), sh),
                       loaded, shardings)
 

@@ -47,3 +47,41 @@ def test_missing_tool_module_is_a_clear_error(monkeypatch):
   monkeypatch.setattr(main.importlib.util, 'find_spec', lambda name: None)
   with pytest.raises(SystemExit, match='hyperprompt.analyze'):
     main.console_main(['analyze'])
+
+
+def test_initial_checkpoint_keeps_the_fresh_conditioner(tmp_path):
+  """INITIAL_CHECKPOINT_PATH: backbone from the checkpoint, conditioner as
+  initialised (not zeros, not anything from the checkpoint)."""
+  import functools  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
+  from flax import traverse_util
+  import hf_reference
+  from hyperprompt import pretrained, runner
+  from hyperprompt.conditioning.hyperprompt import HyperPromptGlobal
+  from hyperprompt.network import Transformer
+
+  hf_reference.save_random_hf_t5(tmp_path, 'v1_1')
+  config = pretrained.hf_config(str(tmp_path), dropout_rate=0.0)
+  model = Transformer(config, HyperPromptGlobal(num_tasks=3, prompt_length=2,
+                                                bottleneck=4))
+  tokens = np.ones((1, 4), np.int32)
+  params = jax.eval_shape(
+      functools.partial(model.init, enable_dropout=False),
+      jax.random.PRNGKey(0), tokens, tokens, tokens, np.zeros(1, np.int32))
+  params = jax.tree.map(
+      lambda x: np.random.default_rng(0).normal(size=x.shape).astype(x.dtype),
+      params['params'])
+  shardings = jax.tree.map(
+      lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), params)
+  loaded = runner.load_pretrained(str(tmp_path), params, shardings)
+
+  flat = traverse_util.flatten_dict(jax.device_get(loaded), sep='/')
+  fresh = traverse_util.flatten_dict(params, sep='/')
+  reference = pretrained.read_pretrained(str(tmp_path))
+  for path, value in flat.items():
+    if path.startswith('conditioner/'):
+      np.testing.assert_array_equal(value, fresh[path])
+    elif path in reference:
+      np.testing.assert_array_equal(value, reference[path])
+  assert any(p.startswith('conditioner/') for p in flat)
