@@ -5,7 +5,7 @@ Like seqio.EncDecFeatureConverter (padded, never packed), plus the model feature
 hyperprompt.tasks stamps on every example. Task feature lengths are the usual
 {"inputs": ..., "targets": ...}, so t5x gin configs need no change.
 
-    {"inputs": [7, 8, 1], "targets": [3, 9, 1], "task_id": 2}
+    {"inputs": [7, 8, 1], "targets": [3, 9, 1], "task_id": [2]}
     -> {"encoder_input_tokens": [7, 8, 1, 0], "decoder_target_tokens": [3, 9, 1],
         "decoder_input_tokens": [0, 3, 9], "decoder_loss_weights": [1, 1, 1],
         "task_ids": 2}                      (lengths inputs=4, targets=3)
@@ -34,6 +34,14 @@ class TaskConditionedFeatureConverter(seqio.EncDecFeatureConverter):
           "False).")
     super().__init__(pack=False, **kwargs)
 
+  def __call__(self, ds: tf.data.Dataset,
+               task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
+    # seqio.Evaluator passes a length for every output feature, `task_id`
+    # included; it has no length to trim or pad to, so it is dropped here and
+    # the usual {"inputs", "targets"} lengths work everywhere.
+    lengths = {k: v for k, v in task_feature_lengths.items() if k != "task_id"}
+    return super().__call__(ds, lengths)
+
   def _convert_features(self, ds: tf.data.Dataset,
                         task_feature_lengths: Mapping[str, int]
                         ) -> tf.data.Dataset:
@@ -42,15 +50,16 @@ class TaskConditionedFeatureConverter(seqio.EncDecFeatureConverter):
       raise ValueError(
           "The dataset has no 'task_id' feature, which task conditioning "
           "needs. Use a task or mixture registered by hyperprompt.tasks (its "
-          "add_task_id preprocessor stamps the id), or add a scalar int32 "
-          f"'task_id' yourself. Features present: {sorted(ds.element_spec)}.")
-    if spec.dtype != tf.int32 or spec.shape.rank != 0:
-      raise ValueError(f"'task_id' must be a scalar int32, got {spec}.")
+          "add_task_id preprocessor stamps the id), or add an int32 "
+          "'task_id' of shape [1] yourself. Features present: "
+          f"{sorted(ds.element_spec)}.")
+    if spec.dtype != tf.int32 or spec.shape.as_list() != [1]:
+      raise ValueError(f"'task_id' must be int32 of shape [1], got {spec}.")
     return super()._convert_features(ds, task_feature_lengths)
 
   def _convert_example(self, features):
     return {**super()._convert_example(features),
-            "task_ids": features["task_id"]}
+            "task_ids": features["task_id"][0]}
 
   def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]
                                 ) -> Mapping[str, int]:

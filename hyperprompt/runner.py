@@ -167,10 +167,9 @@ class Evaluator:
 
   Does what seqio.Evaluator does (decode, postprocess targets and
   predictions with the task's postprocess_fn, apply its predict and score
-  metric functions), without seqio.Evaluator itself: it measures every task
-  feature as a sequence and fails on the scalar `task_id` feature that task
-  conditioning needs. Every host runs the whole eval set; each contributes
-  its rows of every global batch, and outputs come back replicated.
+  metric functions) on our sharded, partitioned batches. Every host runs the
+  whole eval set; each contributes its rows of every global batch, and
+  outputs come back replicated.
   """
 
   def __init__(self, model, partitioner, mixture_or_task_name: str,

@@ -47,7 +47,7 @@ def register_task(name: str, definition: TaskDefinition,
   text = seqio.Feature(definition.vocabulary, add_eos=True)
   task_id = seqio.Feature(
       seqio.PassThroughVocabulary(size=len(task_vocabulary)),
-      add_eos=False, dtype=tf.int32, rank=0)
+      add_eos=False, dtype=tf.int32, rank=1)
   return seqio.TaskRegistry.add(
       name,
       source=definition.source,

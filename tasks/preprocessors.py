@@ -130,5 +130,9 @@ def wsc(ex):
 
 @seqio.map_over_dataset
 def add_task_id(ex, task_id: int):
-  """Stamps every example with its task's id (int32 scalar `task_id`)."""
-  return {**ex, "task_id": tf.constant(task_id, tf.int32)}
+  """Stamps every example with its task's id: int32 `task_id` of shape [1].
+
+  A length-1 sequence rather than a scalar, because seqio's Evaluator (which
+  t5x uses too) measures every output feature's length as `shape[0]`.
+  """
+  return {**ex, "task_id": tf.constant([task_id], tf.int32)}

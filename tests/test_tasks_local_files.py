@@ -59,7 +59,7 @@ def _examples(task, split):
   ds = seqio.get_mixture_or_task(task).get_dataset(
       {"inputs": 128, "targets": 16}, split, shuffle=False)
   return [(ex["inputs_pretokenized"].decode(),
-           ex["targets_pretokenized"].decode(), int(ex["task_id"]))
+           ex["targets_pretokenized"].decode(), int(ex["task_id"][0]))
           for ex in ds.as_numpy_iterator()]
 
 

@@ -52,7 +52,7 @@ def test_build_mixture_from_names_registers_tasks_with_their_ids():
   assert mixture.name == "hp_test_custom"
   ds = seqio.get_mixture_or_task("hp_test_custom_synthetic_copy").get_dataset(
       {"inputs": 9, "targets": 9}, "validation", shuffle=False)
-  assert {int(ex["task_id"]) for ex in ds.take(5).as_numpy_iterator()} == {2}
+  assert {int(ex["task_id"][0]) for ex in ds.take(5).as_numpy_iterator()} == {2}
   with pytest.raises(KeyError, match="known: "):
     hyperprompt.tasks.build_mixture("hp_test_bad", ["glue_wnli"])
 

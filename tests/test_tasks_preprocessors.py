@@ -118,7 +118,7 @@ def test_task_prefix_can_be_turned_off_in_gin_and_task_id_is_added():
     gin.clear_config()
   (out,) = _run(functools.partial(preprocessors.add_task_id, task_id=5),
                 {"inputs": "x"})
-  assert out["task_id"] == 5
+  assert out["task_id"].tolist() == [5]
   assert preprocessors.add_task_id(
       tf.data.Dataset.from_tensors({"inputs": "x"}), task_id=5
-  ).element_spec["task_id"] == tf.TensorSpec([], tf.int32)
+  ).element_spec["task_id"] == tf.TensorSpec([1], tf.int32)

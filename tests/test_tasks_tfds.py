@@ -67,4 +67,4 @@ def test_mnli_has_both_validation_sets(small_vocabulary):
   task = seqio.get_mixture_or_task("hp_glue_mnli")
   assert {"validation_matched", "validation_mismatched"} <= set(task.splits)
   ds = task.get_dataset(LENGTHS, "validation_mismatched", shuffle=False)
-  assert next(ds.as_numpy_iterator())["task_id"] == 5
+  assert next(ds.as_numpy_iterator())["task_id"].tolist() == [5]
