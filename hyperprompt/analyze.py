@@ -284,11 +284,11 @@ def _batches(model, task: str, lengths, split: str, num_examples: int,
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
   import gin  # pylint: disable=g-import-not-at-top
   from hyperprompt import checkpoints  # pylint: disable=g-import-not-at-top
-  from hyperprompt import main as main_lib  # pylint: disable=g-import-not-at-top
+  from hyperprompt import gin_cli  # pylint: disable=g-import-not-at-top
   from hyperprompt import models  # pylint: disable=g-import-not-at-top
   from hyperprompt import tasks  # pylint: disable=g-import-not-at-top
 
-  files, bindings, rest = main_lib.split_gin_flags(
+  files, bindings, rest = gin_cli.split_gin_flags(
       sys.argv[1:] if argv is None else argv)
   parser = argparse.ArgumentParser(
       prog='python -m hyperprompt.analyze',
@@ -306,7 +306,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
   parser.add_argument('--batch_size', type=int, default=64)
   args = parser.parse_args(rest)
   # The run's files require MODEL_DIR: it is the checkpoint's run.
-  main_lib.parse_gin(files, [f'MODEL_DIR = {json.dumps(args.checkpoint)}',
+  gin_cli.parse_gin(files, [f'MODEL_DIR = {json.dumps(args.checkpoint)}',
                              *bindings])
   try:
     model = gin.get_configurable(models.EncoderDecoderModel)()

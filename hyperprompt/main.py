@@ -21,74 +21,14 @@ import logging
 import os
 import runpy
 import sys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import gin
 
+from hyperprompt import gin_cli
+
 RUNS = {'train': 'train', 'eval': 'evaluate', 'infer': 'infer'}
 TOOLS = ('export', 'params', 'analyze')
-_REPO_GIN = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), 'gin')
-
-
-def gin_search_paths() -> List[str]:
-  """The installed gin package data, then the repository's gin/ directory."""
-  paths = []
-  spec = importlib.util.find_spec('hyperprompt.gin')
-  if spec is not None and spec.submodule_search_locations:
-    paths.extend(spec.submodule_search_locations)
-  if os.path.isdir(_REPO_GIN):
-    paths.append(_REPO_GIN)
-  return list(dict.fromkeys(os.path.abspath(p) for p in paths))
-
-
-def split_gin_flags(argv: Sequence[str]):
-  """(gin files, gin bindings, other args) from the command line."""
-  files, bindings, rest = [], [], []
-  it = iter(argv)
-  for arg in it:
-    if arg.startswith('--gin_file='):
-      files.append(arg.split('=', 1)[1])
-    elif arg == '--gin_file':
-      files.append(next(it))
-    elif arg.startswith('--gin.'):
-      if '=' not in arg:
-        raise SystemExit(f'{arg}: write --gin.NAME=VALUE.')
-      bindings.append(arg[len('--gin.'):])
-    elif arg.startswith('--gin_bindings='):
-      bindings.append(arg.split('=', 1)[1])
-    else:
-      rest.append(arg)
-  return files, bindings, rest
-
-
-def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
-  """Parses gin files (each named in its error) and then the bindings."""
-  if not files:
-    raise SystemExit(
-        'Pass --gin_file at least once, e.g. --gin_file=runs/demo.gin, or a '
-        'size, a conditioner and a run file (models/sizes/tiny.gin '
-        'models/conditioners/hyperprompt_global.gin runs/train.gin).')
-  gin.clear_config()
-  for path in gin_search_paths():
-    gin.add_config_file_search_path(path)
-  for path in files:
-    try:
-      gin.parse_config_file(path)
-    except Exception as e:  # gin raises several types; all are config errors.
-      raise SystemExit(f'Error in gin file {path}: {type(e).__name__}: '
-                       f'{e}') from e
-  for binding in bindings:
-    try:
-      gin.parse_config(binding)
-    except Exception as e:
-      raise SystemExit(f'Error in --gin.{binding}: {type(e).__name__}: '
-                       f'{e}') from e
-  try:
-    gin.finalize()
-  except Exception as e:
-    raise SystemExit(f'Error in the gin configuration ({", ".join(files)}): '
-                     f'{e}') from e
 
 
 def _configure_logging():
@@ -98,16 +38,12 @@ def _configure_logging():
   # Orbax and absl log every file they touch; keep the run's own progress.
   for name in ('absl', 'orbax', 'jax', 'tensorflow'):
     logging.getLogger(name).setLevel(logging.WARNING)
-  for handler in logging.getLogger().handlers:
-    # gin logs every search-path miss (at ERROR) while resolving a file.
-    handler.addFilter(lambda r: not r.pathname.endswith(
-        os.path.join('gin', 'resource_reader.py')))
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 
 def run(command: str, argv: Sequence[str]):
   """Runs train, eval or infer with gin flags from `argv`."""
-  files, bindings, rest = split_gin_flags(argv)
+  files, bindings, rest = gin_cli.split_gin_flags(argv)
   parser = argparse.ArgumentParser(prog=f'hyperprompt {command}')
   parser.add_argument('--gin_search_path', action='append', default=[],
                       help='more directories to resolve gin files in')
@@ -118,7 +54,7 @@ def run(command: str, argv: Sequence[str]):
   # Imported here so `hyperprompt --help` stays fast.
   from hyperprompt import partitioning  # pylint: disable=g-import-not-at-top
   from hyperprompt import runner  # pylint: disable=g-import-not-at-top
-  parse_gin(files, bindings)
+  gin_cli.parse_gin(files, bindings)
   partitioning.initialize_distributed()
   # Gin reports a missing macro or binding at this call, naming it.
   return getattr(runner, RUNS[command])()

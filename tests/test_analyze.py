@@ -190,11 +190,11 @@ def test_heat_maps_are_written(tmp_path):
 def test_command_line_on_a_saved_checkpoint(tmp_path):
   import gin  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from hyperprompt import checkpoints, main, models, tasks, trainer  # pylint: disable=g-import-not-at-top
+  from hyperprompt import checkpoints, gin_cli, models, tasks, trainer  # pylint: disable=g-import-not-at-top
   files = ['models/sizes/tiny.gin', 'models/conditioners/hyperprompt_share.gin',
            'runs/demo.gin']
   run = str(tmp_path / 'run')
-  main.parse_gin(files, [f'MODEL_DIR = "{run}"'])
+  gin_cli.parse_gin(files, [f'MODEL_DIR = "{run}"'])
   model = gin.get_configurable(models.EncoderDecoderModel)()
   shapes = {'encoder_input_tokens': (1, 9), 'decoder_input_tokens': (1, 9)}
   params = jax.jit(lambda rng: model.get_initial_variables(rng, shapes)[

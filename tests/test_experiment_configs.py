@@ -6,7 +6,6 @@ import pytest
 
 from hyperprompt import freezing  # pylint: disable=unused-import
 from hyperprompt import gin_cli
-from hyperprompt import main
 from hyperprompt import runner  # pylint: disable=unused-import
 from hyperprompt import trainer
 from hyperprompt import tasks
@@ -20,7 +19,7 @@ CONDITIONERS = ('none', 'hyperprompt_share', 'hyperprompt_sep',
 
 
 def _parse(*files):
-  main.parse_gin(files, ['MODEL_DIR = "/tmp/unused"'])
+  gin_cli.parse_gin(files, ['MODEL_DIR = "/tmp/unused"'])
 
 
 @pytest.mark.parametrize('run', sorted(RUNS))

@@ -3,11 +3,12 @@ fast naming the file; missing macros are reported by name."""
 import gin
 import pytest
 
+from hyperprompt import gin_cli
 from hyperprompt import main
 
 
 def test_gin_flags_are_split_like_t5x():
-  files, bindings, rest = main.split_gin_flags(
+  files, bindings, rest = gin_cli.split_gin_flags(
       ['--gin_file=a.gin', '--gin_file', 'b.gin', '--gin.MODEL_DIR="/x"',
        '--other=1'])
   assert files == ['a.gin', 'b.gin']
@@ -16,7 +17,7 @@ def test_gin_flags_are_split_like_t5x():
 
 
 def test_run_files_resolve_and_bindings_override():
-  main.parse_gin(['models/sizes/tiny.gin',
+  gin_cli.parse_gin(['models/sizes/tiny.gin',
                   'models/conditioners/hyperprompt_global.gin',
                   'runs/demo.gin'], ['TRAIN_STEPS=7', 'MODEL_DIR="/tmp/x"'])
   assert gin.query_parameter('%TRAIN_STEPS') == 7
@@ -31,7 +32,7 @@ def test_unknown_name_fails_with_the_file(tmp_path):
                  'runner.train.no_such_argument = 1\n')
   with pytest.raises(SystemExit, match=f'Error in gin file {bad}.*'
                      'no_such_argument'):
-    main.parse_gin(['models/sizes/tiny.gin', str(bad)], [])
+    gin_cli.parse_gin(['models/sizes/tiny.gin', str(bad)], [])
   gin.clear_config()
 
 
