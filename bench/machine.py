@@ -37,6 +37,21 @@ def cpu_flags() -> list:
   return []
 
 
+def busy_processes(min_cpu: float = 10.0) -> list:
+  """Other processes using CPU: 'pid nice %cpu command' (ps's %cpu, averaged
+  over each process's lifetime). The load average alone does not say whether
+  they compete: nice 19 ones mostly yield to the benchmark."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  out = subprocess.run(['ps', '-eo', 'pid=,ni=,pcpu=,args='],
+                       capture_output=True, text=True, check=False).stdout
+  busy = []
+  for line in out.splitlines():
+    pid, nice, cpu, args = line.split(None, 3)
+    if int(pid) != os.getpid() and float(cpu) >= min_cpu:
+      busy.append(f'{pid} nice={nice} cpu={cpu}% {args[:80]}')
+  return busy
+
+
 def describe() -> dict:
   """CPU, cores, memory, library versions and the load right now."""
   import flax
@@ -51,6 +66,7 @@ def describe() -> dict:
       'python': platform.python_version(),
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
       'load_average': os.getloadavg(),
+      'busy_processes': busy_processes(),
   }
   try:
     with open('/proc/meminfo') as f:

@@ -375,6 +375,9 @@ def markdown(results: dict, chart_name: str) -> str:
       f'{max(loads):.2f}' + (' - **the machine was loaded: treat these '
                              'numbers with care**' if max(loads) > 1.0
                              else ''),
+      '- Other processes using >= 10% CPU when the run started: ' + (
+          '; '.join(f'`{p}`' for p in info.get('busy_processes', []))
+          or 'none'),
       '',
       '## Workload',
       '',
