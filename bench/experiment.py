@@ -61,7 +61,8 @@ SCALE_NUM_TASKS = 8  # GLUE or SuperGLUE, as in the paper.
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-  """How big the study is. FULL fits an hour on 2 CPU cores (measured)."""
+  """How big the study is. FULL took 41.6 minutes on 2 CPU cores shared
+  with other jobs, at nice 19 (EXPERIMENTS.md); QUICK takes 5-8 minutes."""
   seeds: int = 3
   steps: int = 1000
   adapt_steps: int = 300
