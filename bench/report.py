@@ -89,7 +89,7 @@ def summary(results: dict, shape: str) -> Dict[str, Optional[float]]:
   ours = [r for r in _ok(runs) if r['job']['job'].startswith('ours')]
   recompiles = [r['result'].get('compiles_after_first_step',
                                 r['result'].get('compiles_after_first_call'))
-                for r in ours]
+                for r in ours if r['job']['job'] != 'ours_profile']
   return {
       'speedup_f32': ratio(tps(vanilla), tps(hf32)),
       'mfu_f32': (vanilla['result']['analytic_flops'] /
