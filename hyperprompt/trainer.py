@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hyperprompt import adafactor as adafactor_lib
+
 Batch = Mapping[str, jax.Array]
 Metrics = Mapping[str, jax.Array]
 
@@ -68,17 +70,14 @@ def cosine_decay_schedule(learning_rate: float = 1e-3, warmup_steps: int = 0,
 @gin.configurable(module='hyperprompt.trainer')
 def adafactor(learning_rate: optax.ScalarOrSchedule
               ) -> optax.GradientTransformation:
-  """Adafactor as T5.1.1 trains with it (t5x's defaults for T5.1.1)."""
-  return optax.adafactor(
-      learning_rate=learning_rate,
-      min_dim_size_to_factor=128,
-      decay_rate=0.8,
-      decay_offset=0,
-      multiply_by_parameter_scale=True,
-      clipping_threshold=1.0,
-      momentum=None,
-      eps=1e-30,
-      factored=True)
+  """Adafactor as T5.1.1 trains with it (t5x's defaults for T5.1.1).
+
+  `hyperprompt.adafactor`: optax.adafactor's numbers and state, fused per
+  parameter.
+  """
+  return adafactor_lib.adafactor(learning_rate, decay_rate=0.8,
+                                 clipping_threshold=1.0, min_param_scale=1e-3,
+                                 eps=1e-30)
 
 
 @gin.configurable(module='hyperprompt.trainer')
