@@ -108,6 +108,19 @@ def matmul_peak(n: int = 2048, repeats: int = 8) -> dict:
   return peaks
 
 
+def memory_bandwidth(mib: int = 512, repeats: int = 8) -> float:
+  """Best-of-`repeats` bytes/s of reading a `mib` MiB f32 array (`jnp.sum`).
+
+  Far larger than the caches, so it is main-memory bandwidth as XLA reads it
+  with all cores: the bound of any step that streams its weights once (a
+  batch-8 decode step).
+  """
+  x = jnp.ones((mib * 2**20 // 4,), jnp.float32)
+  total = jax.jit(jnp.sum)
+  seconds = _best_time(lambda: total(x).block_until_ready(), repeats)
+  return x.size * 4 / seconds
+
+
 def torch_matmul_peak(n: int = 2048, repeats: int = 8) -> dict:
   """The same matmul in PyTorch, to show what its CPU kernels reach."""
   import torch

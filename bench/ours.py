@@ -127,12 +127,15 @@ def _init(model, batch, partitioner):
 
 def train(cfg: T5Config, conditioner_name: str, batch: Dict[str, np.ndarray],
           *, num_tasks: int, warmup: int = 2, steps: int = 5,
-          train_params: str = 'all') -> Dict:
+          train_params: str = 'all',
+          prng_impl: str = 'threefry2x32') -> Dict:
   """Times `trainer.train_step`; reports XLA's FLOPs and memory of the step.
 
   Args:
     train_params: 'all' (full fine-tuning) or 'conditioning' (frozen
       backbone, as PEFT trains).
+    prng_impl: the dropout key's implementation (runner.train's
+      `prng_impl`).
   """
   counter = CompileCounter()
   model, conditioner = build_model(cfg, conditioner_name, num_tasks)
@@ -151,7 +154,7 @@ def train(cfg: T5Config, conditioner_name: str, batch: Dict[str, np.ndarray],
         out_shardings=(shardings, partitioner.replicated),
         donate_argnums=(0,))
     device_batch = partitioner.global_batch(batch)
-    rng = jax.random.PRNGKey(0)
+    rng = jax.random.key(0, impl=prng_impl)
     compiled = step_fn.lower(state, device_batch, rng).compile()
   cost = compiled.cost_analysis()
   memory = compiled.memory_analysis()
@@ -197,7 +200,13 @@ def train(cfg: T5Config, conditioner_name: str, batch: Dict[str, np.ndarray],
 def decode(cfg: T5Config, conditioner_name: str,
            batch: Dict[str, np.ndarray], *, num_tasks: int,
            warmup: int = 1, steps: int = 3) -> Dict:
-  """Times greedy `predict_batch` (cache, one conditioner call per decode)."""
+  """Times greedy `predict_batch` (cache, one conditioner call per decode).
+
+  Also returns what a decode must read from memory, for the roofline: the
+  decoder's parameters and the cache are read once per generated position
+  (batch 8 makes every decoder matmul a matrix-vector product, bound by
+  memory bandwidth), the encoder runs once.
+  """
   counter = CompileCounter()
   model, _ = build_model(cfg, conditioner_name, num_tasks)
   partitioner = partitioning.Partitioner()
@@ -216,10 +225,22 @@ def decode(cfg: T5Config, conditioner_name: str,
         compiles_first = counter.count
       if i >= warmup:
         times.append(time.perf_counter() - start)
+  cache = jax.eval_shape(
+      lambda p, b: model.module.apply(
+          {'params': p}, b['encoder_input_tokens'], b['decoder_input_tokens'],
+          task_ids=b['task_ids'], enable_dropout=False, decode=True,
+          mutable=['cache'])[1], params, features)
+  nbytes = lambda tree: sum(x.size * x.dtype.itemsize
+                            for x in jax.tree.leaves(tree))
+  encoder_params = sum(x.size for x in jax.tree.leaves(params['encoder']))
   return {
       'step_seconds': float(np.median(times)),
       'step_seconds_min': float(np.min(times)),
       'steps_timed': steps,
+      'bytes_per_position': nbytes(params['decoder']) + nbytes(cache),
+      # Matmul FLOPs of the encoder pass (projections and MLP).
+      'encoder_flops': 2 * encoder_params * features[
+          'encoder_input_tokens'].size,
       'generated_length': int(tokens.shape[1]),
       'all_generated': bool(np.all(np.asarray(tokens) != 0)),
       'compiles_after_first_call': counter.count - compiles_first,

@@ -6,6 +6,8 @@ is typed by hand.
 import os
 from typing import Dict, List, Optional
 
+from bench import workload
+
 LABELS = {
     'vanilla': 'Vanilla T5 (multi-task)',
     'hyperprompt_share': 'HyperPrompt-Share',
@@ -44,14 +46,28 @@ def _ok(runs):
 
 
 def _find(runs, **match) -> Optional[dict]:
+  """The first successful run whose job matches; a job that varies the
+  environment (VARIANTS) matches only when the query names that variant."""
   for r in _ok(runs):
     job = r['job']
+    if any(job.get(k) and k not in match for k in VARIANTS):
+      continue
     if all(job.get(k, _DEFAULTS.get(k)) == v for k, v in match.items()):
       return r
   return None
 
 
 _DEFAULTS = {'train_params': 'all', 'peft_prefix': 0, 'dtype': 'float32'}
+# Job fields that measure a variant of the default setting, and how the
+# report names them.
+VARIANTS = {'prng_impl': lambda v: f'{v} dropout keys',
+            'allocator': lambda v: f'{v} malloc',
+            'xla_flags': lambda v: f'XLA_FLAGS={v}'}
+
+
+def _variant(job) -> str:
+  return ''.join(f', {name(job[k])}' for k, name in VARIANTS.items()
+                 if job.get(k))
 
 
 def _fmt(x, digits=2):
@@ -129,7 +145,7 @@ def _training_table(results, shape) -> List[str]:
     job, res = r['job'], r['result']
     flops = res.get('analytic_flops') or base_flops
     if job['job'] == 'ours_train':
-      name = 'ours: ' + LABELS[job['conditioner']]
+      name = 'ours: ' + LABELS[job['conditioner']] + _variant(job)
       precision = job['dtype']
       trains = ('conditioner only' if job.get('train_params') ==
                 'conditioning' else 'all')
@@ -165,7 +181,7 @@ def _flops_table(results, shape) -> List[str]:
     job, res = r['job'], r['result']
     if (job['job'] != 'ours_train' or job.get('shape') != shape or
         job['dtype'] != 'float32' or job.get('train_params') ==
-        'conditioning'):
+        'conditioning' or _variant(job)):
       continue
     base = vanilla['result']['analytic_flops'] if vanilla else None
     lines.append(
@@ -196,6 +212,39 @@ def _decode_table(results, shape) -> List[str]:
         f'{_fmt(res["peak_rss_mib"], 0)} | '
         f'{res.get("compiles_after_first_call", "-")} | '
         f'{_fmt(r["load_before"][0])} |')
+  return lines
+
+
+def _decode_roofline(results, shape) -> List[str]:
+  """The fastest a greedy decode can be here, from what it must read."""
+  ours = _find(results['runs'], shape=shape, job='ours_decode',
+               conditioner='vanilla')
+  gen = _find(results['runs'], shape=shape, job='hf_generate')
+  machine = _machine(results)
+  bandwidth = machine.get('memory_bandwidth')
+  if not ours or not bandwidth or 'bytes_per_position' not in ours['result']:
+    return []
+  res = ours['result']
+  positions = res['generated_length']
+  read_s = positions * res['bytes_per_position'] / bandwidth
+  encode_s = res['encoder_flops'] / machine['xla_peak']['float32']
+  bound = read_s + encode_s
+  lines = [
+      f'Roofline: every generated position reads the decoder\'s parameters '
+      f'and the cache ({res["bytes_per_position"] / 2**20:,.0f} MiB) from '
+      f'memory, at the measured {bandwidth / 1e9:,.0f} GB/s at best: '
+      f'{read_s * 1e3:,.0f} ms for {positions} positions, plus '
+      f'{encode_s * 1e3:,.0f} ms for the encoder at the f32 matmul peak. '
+      f'No greedy decode of this batch runs in less than {bound * 1e3:,.0f} '
+      f'ms here; ours takes {res["step_seconds"] * 1e3:,.0f} ms '
+      f'({bound / res["step_seconds"]:.0%} of the bound\'s speed).']
+  if gen:
+    needed = gen['result']['step_seconds'] / 3
+    lines[0] += (f' Three times transformers\' speed would need '
+                 f'{needed * 1e3:,.0f} ms' + (
+                     ', below the bound: out of reach at batch '
+                     f'{ours["job"]["batch_shape"][0]} on this machine.'
+                     if needed < bound else '.'))
   return lines
 
 
@@ -298,7 +347,38 @@ def _findings(results, shape) -> List[str]:
   if hf32 and hf16:
     out.append(f'- transformers: bf16 autocast takes {hf16 / hf32:.2f}x '
                'the time of f32.')
+  vanilla = dict(job='ours_train', conditioner='vanilla')
+  system = step(**vanilla, allocator='system')
+  if f32 and system and results.get('allocator'):
+    out.append(f'- Allocator: with glibc malloc the f32 step takes '
+               f'{system / f32:.2f}x the time it takes with '
+               f'{results["allocator"]} (glibc returns large blocks to the '
+               'OS, so every step page-faults its temporaries back in).')
+  rbg = step(**vanilla, prng_impl='unsafe_rbg')
+  if f32 and rbg:
+    out.append(f'- Dropout keys: `unsafe_rbg` (runner.train\'s `prng_impl`) '
+               f'takes {rbg / f32:.2f}x the time of threefry.')
+  bf16_ynn_off = step(job='ours_train', conditioner='vanilla',
+                      dtype='bfloat16', xla_flags=workload.YNN_OFF)
+  if bf16 and bf16_ynn_off:
+    out.append(f'- With YNNPACK off, our bf16 step takes '
+               f'{bf16_ynn_off / bf16:.2f}x the time of the default.')
   return out
+
+
+def _xla_options_table(results) -> List[str]:
+  """Matmul peaks under the XLA:CPU options bench.run tried."""
+  machine = _machine(results)
+  rows = [('default', machine['xla_peak'])]
+  rows += [(f'{r["job"]["option"]} (`{r["job"]["xla_flags"]}`)',
+            r['result']['xla_peak']) for r in _ok(results['runs'])
+           if r['job']['job'] == 'xla_peak']
+  if len(rows) == 1:
+    return []
+  return ['| XLA:CPU option | float32 GFLOP/s | bfloat16 inputs GFLOP/s |',
+          '|---|---:|---:|'] + [
+              f'| {name} | {peak["float32"] / 1e9:,.0f} | '
+              f'{peak["bfloat16"] / 1e9:,.0f} |' for name, peak in rows]
 
 
 def chart(results: dict, path: str, shape: str) -> None:
@@ -312,6 +392,8 @@ def chart(results: dict, path: str, shape: str) -> None:
     if job.get('shape') != shape:
       continue
     if job['job'] == 'ours_train':
+      if _variant(job):
+        continue  # In the table; the chart shows the default settings.
       label = LABELS[job['conditioner']] + (' bf16' if job['dtype'] ==
                                              'bfloat16' else '')
       if job.get('train_params') == 'conditioning':
@@ -371,6 +453,9 @@ def markdown(results: dict, chart_name: str) -> str:
       f'torch {info["torch"]}, transformers {info["transformers"]}, peft '
       f'{info["peft"]}, Python {info["python"]}; XLA_FLAGS='
       f'`{info["xla_flags"] or "(none)"}`',
+      '- Allocator for every job (ours and the peers): ' + (
+          f'{results["allocator"]} (LD_PRELOAD)' if results.get('allocator')
+          else "glibc malloc"),
       f'- Load average (1 min) before each job: min {min(loads):.2f}, max '
       f'{max(loads):.2f}' + (' - **the machine was loaded: treat these '
                              'numbers with care**' if max(loads) > 1.0
@@ -407,6 +492,8 @@ def markdown(results: dict, chart_name: str) -> str:
       f'{machine["torch_peak"]["float32"] / 1e9:,.0f} | '
       f'{machine["torch_peak"]["bfloat16"] / 1e9:,.0f} |',
       '',
+      *_xla_options_table(results),
+      '',
       *_findings(results, headline),
       '',
       f'![throughput]({chart_name})',
@@ -421,7 +508,8 @@ def markdown(results: dict, chart_name: str) -> str:
             '(elementwise work and the optimizer included).', '',
             *_flops_table(results, shape), '',
             f'## Greedy decoding, {shape}', '',
-            *_decode_table(results, shape), '']
+            *_decode_table(results, shape), '',
+            *_decode_roofline(results, shape), '']
     profile = _profile_table(results, shape)
     if profile:
       out += [f'## Where the time goes, {shape} (`python -m bench.profile`)',

@@ -33,7 +33,12 @@ def run(job: dict) -> dict:
   if kind == 'machine':
     from bench import machine  # pylint: disable=g-import-not-at-top
     return {'machine': machine.describe(), 'xla_peak': machine.matmul_peak(),
-            'torch_peak': machine.torch_matmul_peak()}
+            'torch_peak': machine.torch_matmul_peak(),
+            'memory_bandwidth': machine.memory_bandwidth()}
+  if kind == 'xla_peak':
+    # Under the job's XLA_FLAGS (set by bench.run for this process).
+    from bench import machine  # pylint: disable=g-import-not-at-top
+    return {'xla_peak': machine.matmul_peak()}
 
   if kind == 'params':
     from bench import params_table  # pylint: disable=g-import-not-at-top
@@ -52,7 +57,9 @@ def run(job: dict) -> dict:
   if kind == 'ours_train':
     result = ours.train(cfg, job['conditioner'], batch,
                         num_tasks=job['num_tasks'],
-                        train_params=job.get('train_params', 'all'), **steps)
+                        train_params=job.get('train_params', 'all'),
+                        prng_impl=job.get('prng_impl', 'threefry2x32'),
+                        **steps)
   elif kind == 'ours_decode':
     result = ours.decode(cfg, job['conditioner'], batch,
                          num_tasks=job['num_tasks'], **steps)

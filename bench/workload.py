@@ -26,6 +26,16 @@ MODEL_SHAPES = {
 }
 
 
+# XLA:CPU options tried besides the defaults (bench.run runs each in its own
+# process, as XLA reads XLA_FLAGS once). YNNPACK is the matmul library
+# XLA:CPU uses by default; off, dots go to Eigen.
+YNN_OFF = '--xla_cpu_experimental_ynn_fusion_type='
+XLA_OPTIONS = {
+    'YNNPACK off (Eigen dots)': YNN_OFF,
+    'oneDNN on': '--xla_cpu_use_onednn=true',
+}
+
+
 class BatchShape(NamedTuple):
   batch: int = 8
   inputs: int = 128
