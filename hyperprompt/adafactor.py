@@ -2,8 +2,9 @@
 
 The numbers and the state are those of `optax.adafactor` with t5x's T5.1.1
 settings (factored second moments, decay rate 0.8, no momentum, update
-clipping at 1.0, updates scaled by the parameter's RMS): the state is optax's
-`FactoredState`, so checkpoints and shardings are the same either way.
+clipping at 1.0, updates scaled by the parameter's RMS). The state is the
+moments part of optax's (its `FactoredState`), so the partitioning rules for
+Adafactor's factored moments apply unchanged.
 
 Why not `optax.adafactor` itself: it is a chain of five transformations,
 each a separate pass over every parameter-sized array; on XLA:CPU its update
