@@ -110,6 +110,38 @@ def _finite_or_raise(loss: float, step: int, model_dir: str,
       'learning rate, check the data for empty targets, or train in float32.')
 
 
+class _PendingMetrics:
+  """The last dispatched step's metrics, left on device until checked.
+
+  Fetching a step's metrics waits for that step to finish. The loop checks
+  step N's loss only once step N+1 has been dispatched (JAX dispatch is
+  asynchronous), so the host reads N+2's batch while the device computes. A
+  save, an evaluation or a log line checks first: no checkpoint ever holds a
+  state whose loss, or any earlier one, was not finite.
+  """
+
+  def __init__(self, model_dir: str):
+    self.model_dir = model_dir
+    self.step: Optional[int] = None
+    self.metrics = None  # {name: scalar on device}
+
+  def put(self, step: int, metrics):
+    assert self.metrics is None, 'check the pending metrics first'
+    self.step, self.metrics = step, metrics
+
+  def check(self, last_saved: Optional[int]) -> Optional[Dict[str, Any]]:
+    """Fetches the pending metrics; raises if their loss is not finite.
+
+    Returns them on host ({name: numpy scalar}), or None if none pend.
+    """
+    if self.metrics is None:
+      return None
+    metrics, step = jax.device_get(self.metrics), self.step
+    self.step, self.metrics = None, None
+    _finite_or_raise(float(metrics['loss']), step, self.model_dir, last_saved)
+    return metrics
+
+
 class _Preemption:
   """Turns SIGTERM (TPU maintenance, preemption) into a save-and-exit."""
 
@@ -379,6 +411,7 @@ def train(*,
                           split=eval_split, num_examples=eval_num_examples)
   history = _History(model_dir)
   preemption = _Preemption()
+  pending = _PendingMetrics(model_dir)
   step = int(state.step)
   start_step, start_time = step, time.time()
   window_time, window_tokens, window_steps = time.time(), 0, 0
@@ -395,10 +428,12 @@ def train(*,
       batches_consumed += 1
       step += 1
       window_steps += 1
-      metrics = jax.device_get(metrics)
-      _finite_or_raise(float(metrics['loss']), step, model_dir, last_saved)
+      # The previous step, which this one's dispatch did not wait for.
+      pending.check(last_saved)
+      pending.put(step, metrics)
 
       if step % log_period == 0 or step == train_steps:
+        metrics = pending.check(last_saved)
         now = time.time()
         steps_per_s = window_steps / max(now - window_time, 1e-9)
         rate = (step - start_step) / max(now - start_time, 1e-9)
@@ -418,6 +453,7 @@ def train(*,
       evaluate_now = evaluator is not None and (
           (eval_period and step % eval_period == 0) or step == train_steps)
       if step % checkpoint_period == 0 or step == train_steps or evaluate_now:
+        pending.check(last_saved)
         ckpt.save(state, batches_consumed)
         last_saved = step
       if evaluate_now:
@@ -430,6 +466,7 @@ def train(*,
         logging.info('eval at step %d: %s', step, task_metrics)
       if preemption.reached(step):
         if last_saved != step:
+          pending.check(last_saved)
           ckpt.save(state, batches_consumed)
           last_saved = step
         logging.warning('Stopped by SIGTERM after step %d; checkpoint saved.',

@@ -82,21 +82,37 @@ def test_sigterm_saves_the_current_step(tmp_path):
   assert checkpoints.latest_step(model_dir) == max(_losses(model_dir))
 
 
-def test_nan_loss_stops_and_last_checkpoint_restores(tmp_path):
+# A step's loss is checked once the next step is dispatched, or at once at a
+# log, checkpoint or eval step: (NaN step, log period, error message, last
+# checkpoint, batches read before the error).
+@pytest.mark.parametrize('nan_step,log_period,match,last_saved,read', [
+    # Logged at once.
+    (5, 1, 'at step 5.*step 4', 4, 5),
+    # Checked late, when step 6 is dispatched, and before step 6 is saved.
+    (5, 1000, 'at step 5.*step 4', 4, 6),
+    # On a checkpoint step: checked before its save.
+    (4, 1000, 'at step 4.*step 2', 2, 4),
+])
+def test_nan_loss_stops_and_last_checkpoint_restores(
+    tmp_path, nan_step, log_period, match, last_saved, read):
   model_dir = str(tmp_path / 'nan')
+  served = []
 
   def batches(skip):
     for i in range(skip, 100):
       batch = runner_tiny.random_batch(8, seed=i)
-      if i == 4:  # The 5th step's loss is NaN.
+      if i == nan_step - 1:
         batch['decoder_loss_weights'][:] = np.nan
+      served.append(i)
       yield batch
 
-  with pytest.raises(FloatingPointError, match='at step 5.*step 4'):
+  with pytest.raises(FloatingPointError, match=match):
     runner_tiny.train(model_dir=model_dir, train_steps=10,
                       checkpoint_period=2, train_batches=batches,
+                      log_period=log_period,
                       make_optimizer=lambda p: trainer.adamw(1e-3))
-  assert checkpoints.latest_step(model_dir) == 4
+  assert len(served) == read
+  assert checkpoints.latest_step(model_dir) == last_saved
   params = checkpoints.restore_params(model_dir)
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
