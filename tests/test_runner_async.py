@@ -1,8 +1,8 @@
-"""runner.train checks each step's loss one step late and takes the dropout
-key's PRNG implementation from gin: neither changes what is trained. The
-reference is a plain loop of jitted trainer.train_step on the same batches,
-with the key the runner used before `prng_impl` existed
-(jax.random.PRNGKey(seed + 1))."""
+"""runner.train checks each step's loss one step late, which changes nothing
+it trains or saves, and takes the dropout key's PRNG implementation from gin,
+which changes only the dropout masks. The reference is a plain loop of jitted
+trainer.train_step on the same batches; for threefry with the key the runner
+used before `prng_impl` existed (jax.random.PRNGKey(seed + 1))."""
 import os
 import sys
 
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from hyperprompt import checkpoints, partitioning, runner, trainer
+from hyperprompt.tasks import mixtures
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import runner_tiny  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -84,7 +85,7 @@ def test_late_checks_keep_the_state_checkpoints_and_logged_loss(
   assert int(state.step) == STEPS
   _assert_same(state.params, params_at[STEPS])
   assert checkpoints.Checkpointer(
-      model_dir, runner.mixtures.task_vocabulary(runner_tiny.MIXTURE)
+      model_dir, mixtures.task_vocabulary(runner_tiny.MIXTURE)
   ).all_steps() == [2, 4]
   for step in (2, 4):
     _assert_same(checkpoints.restore_params(model_dir, step), params_at[step])
