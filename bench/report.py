@@ -457,9 +457,11 @@ def markdown(results: dict, chart_name: str) -> str:
           f'{results["allocator"]} (LD_PRELOAD)' if results.get('allocator')
           else "glibc malloc"),
       f'- Load average (1 min) before each job: min {min(loads):.2f}, max '
-      f'{max(loads):.2f}' + (' - **the machine was loaded: treat these '
-                             'numbers with care**' if max(loads) > 1.0
-                             else ''),
+      f'{max(loads):.2f} (each job keeps all {info["cores"]} cores busy, '
+      'so the average carries over from the previous job; above '
+      f'{info["cores"] + 0.5:g}, other work competed)' + (' - **the machine was loaded: treat these numbers '
+                         'with care**' if max(loads) > info['cores'] + 0.5
+                         else ''),
       '- Other processes using >= 10% CPU when the run started: ' + (
           '; '.join(f'`{p}`' for p in info.get('busy_processes', []))
           or 'none'),
