@@ -72,14 +72,18 @@ def conditioned(cfg: T5Config, conditioner,
                                    conditioner.cross_attention)
     M = len(sites)
     stacks = {(s.stack, s.kind) for s in sites}
-    if isinstance(conditioner, hyperprompt.HyperPrompt):
+    if isinstance(conditioner, hyperprompt.HyperPromptGlobal):
+      l, b = conditioner.prompt_length, conditioner.bottleneck
+      tp, t = conditioner.task_embed_dim, conditioner.layer_task_dim
+      ops = 2 * T * M * (2 * tp * t + t * t)  # h_t
+      # Key and value: P_tau @ H_D per task, I @ that per site, U = I @ H_U,
+      # ReLU(.) @ U (hyperprompt.py: D is never formed).
+      ops += 2 * (2 * T * l * d * t * b + 2 * T * M * l * t * b +
+                  2 * T * M * t * b * hd + 2 * T * M * l * b * hd)
+    elif isinstance(conditioner, hyperprompt.HyperPrompt):
       l, b = conditioner.prompt_length, conditioner.bottleneck
       # Key and value: ReLU(P_tau @ D) @ U for every task and site.
       ops = 2 * (2 * T * M * l * b * (d + hd))
-      if isinstance(conditioner, hyperprompt.HyperPromptGlobal):
-        tp, t = conditioner.task_embed_dim, conditioner.layer_task_dim
-        ops += 2 * T * M * (2 * tp * t + t * t)  # h_t
-        ops += 2 * (2 * T * M * t * b * (d + hd))  # H_D, H_U
     else:
       l, k, hidden = (conditioner.prefix_length, conditioner.prompt_dim,
                       conditioner.hidden_dim)

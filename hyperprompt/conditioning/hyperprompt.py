@@ -26,6 +26,12 @@ Prompts depend on the task only, so they are computed for all T tasks at once
 batch size. They are computed in float32 (tiny next to the backbone) and cast
 to the activation dtype.
 
+Global never materialises its generated D for every task and site:
+`P_tau @ D = P_tau @ (I @ H_D)` is computed as `I @ (P_tau @ H_D)`, where
+`P_tau @ H_D` [l, t, b] is once per task rather than once per task and site.
+That halves the conditioner's FLOPs and drops the [T, M, d, b] tensor (and
+the transposed copy XLA made of it for the batched matmul).
+
 Defaults (this project's own; the paper's l, b, t, t' were not recovered):
 l = 16, b = 32, t = 28, t' = 32. At T5.1.1-XXL with 8 tasks, Global's cost is
 dominated by `2*t*b*(d + h*d_h)` = 2*28*32*8192; with the global prompts
@@ -86,8 +92,10 @@ class HyperPrompt(Conditioner):
   placement: str = 'both'
   cross_attention: bool = False
 
-  def local_hypernetworks(self, config: T5Config, num_sites: int):
-    """{'key': (down, up), 'value': (down, up)}; see `local_hypernetwork`."""
+  def site_prompts(self, task_prompts: jax.Array, config: T5Config,
+                   num_sites: int) -> dict:
+    """{'key': P_k, 'value': P_v}, each [T, M, l, h*d_h], for every task and
+    site from the global prompts `task_prompts` [T, l, d]."""
     raise NotImplementedError
 
   @nn.compact
@@ -100,12 +108,11 @@ class HyperPrompt(Conditioner):
         'task_prompts', nn.initializers.normal(1.0),
         (self.num_tasks, self.prompt_length, config.emb_dim), jnp.float32,
         axes=('tasks', 'prompt_length', 'embed'))
-    hypernetworks = self.local_hypernetworks(config, len(sites))
+    site_prompts = self.site_prompts(task_prompts, config, len(sites))
     prompts = []
     for kind in ('key', 'value'):
-      down, up = hypernetworks[kind]
       # [T, M, l, h*d_h] -> [T, M, l, h, d_h]
-      p = local_hypernetwork(task_prompts, down, up).reshape(
+      p = site_prompts[kind].reshape(
           self.num_tasks, len(sites), self.prompt_length, config.num_heads,
           config.head_dim)
       # Gather the batch's tasks: [T, ...] -> [batch, M, l, h, d_h]
@@ -118,12 +125,12 @@ class _LearnedLocalHyperPrompt(HyperPrompt):
   """Local hypernetworks that are parameters (Share and Sep)."""
   per_task = False  # Class constant of each variant, not a gin field.
 
-  def local_hypernetworks(self, config, num_sites):
+  def site_prompts(self, task_prompts, config, num_sites):
     lead, lead_axes = (num_sites,), ('prompt_sites',)
     if self.per_task:
       lead, lead_axes = (self.num_tasks,) + lead, ('tasks',) + lead_axes
     init = _fan_in_init(tuple(range(len(lead))))
-    pairs = {}
+    prompts = {}
     for kind in ('key', 'value'):
       down = param_with_axes(
           f'{kind}_down', init, lead + (config.emb_dim, self.bottleneck),
@@ -131,8 +138,8 @@ class _LearnedLocalHyperPrompt(HyperPrompt):
       up = param_with_axes(
           f'{kind}_up', init, lead + (self.bottleneck, config.joined_kv),
           jnp.float32, axes=lead_axes + ('hyper_bottleneck', 'joined_kv'))
-      pairs[kind] = (down, up)
-    return pairs
+      prompts[kind] = local_hypernetwork(task_prompts, down, up)
+    return prompts
 
 
 class HyperPromptShare(_LearnedLocalHyperPrompt):
@@ -174,16 +181,18 @@ class HyperPromptGlobal(HyperPrompt):
               name='layer_task_projector')
     return h_t(pairs)
 
-  def local_hypernetworks(self, config, num_sites):
+  def site_prompts(self, task_prompts, config, num_sites):
     embedding = self.layer_aware_task_embedding(num_sites)  # [T, M, t]
-    return {kind: self._generate(kind, embedding, config)
+    return {kind: self._prompts(kind, task_prompts, embedding, config)
             for kind in ('key', 'value')}
 
-  def _generate(self, kind, embedding, config):
-    """D [T, M, d, b] and U [T, M, b, h*d_h] from I [T, M, t]."""
+  def _prompts(self, kind, task_prompts, embedding, config):
+    """ReLU(P_tau @ D) @ U with D = I @ H_D, U = I @ H_U: [T, M, l, h*d_h].
+
+    task_prompts [T, l, d], embedding I [T, M, t].
+    """
     t, b, d, hd = (self.layer_task_dim, self.bottleneck, config.emb_dim,
                    config.joined_kv)
-    num_sites = embedding.shape[1]
     # Generated D and U should start like fan-in initialised kernels: with I
     # of unit scale, entries of variance 1/d (D) and 1/b (U).
     down_generator = param_with_axes(
@@ -192,6 +201,10 @@ class HyperPromptGlobal(HyperPrompt):
     up_generator = param_with_axes(
         f'{kind}_up_generator', nn.initializers.normal((t * b)**-0.5),
         (t, b * hd), jnp.float32, axes=('layer_task_embed', 'hyper_generated'))
-    down = (embedding @ down_generator).reshape(self.num_tasks, num_sites, d, b)
-    up = (embedding @ up_generator).reshape(self.num_tasks, num_sites, b, hd)
-    return down, up
+    # P_tau @ D_{tau,m} = I_{tau,m} @ (P_tau @ H_D): [T, l, t, b], then
+    # [T, M, l, b] (module docstring: no D for every task and site).
+    projected = jnp.einsum('tld,jdb->tljb', task_prompts,
+                           down_generator.reshape(t, d, b))
+    hidden = jnp.einsum('tmj,tljb->tmlb', embedding, projected)
+    up = (embedding @ up_generator).reshape(embedding.shape[:2] + (b, hd))
+    return jnp.einsum('tmlb,tmbk->tmlk', nn.relu(hidden), up)
