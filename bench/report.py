@@ -462,7 +462,8 @@ def markdown(results: dict, chart_name: str) -> str:
       f'{info["cores"] + 0.5:g}, other work competed)' + (' - **the machine was loaded: treat these numbers '
                          'with care**' if max(loads) > info['cores'] + 0.5
                          else ''),
-      '- Other processes using >= 10% CPU when the run started: ' + (
+      '- Processes using >= 10% CPU (ps, lifetime average) when the run '
+      'started: ' + (
           '; '.join(f'`{p}`' for p in info.get('busy_processes', []))
           or 'none'),
       '',
