@@ -3,9 +3,10 @@
 Everything here is a pure function of its inputs, so the runner can jit it
 with shardings; I/O, logging and checkpoints live in runner.py.
 
-Optimizers come from optax. `adafactor` is T5.1.1's setting in t5x (factored
-second moments, decay rate 0.8, no momentum, update clipping at 1.0, updates
-scaled by the parameter's RMS); `adamw` is the usual alternative. Either can be
+Optimizers are optax GradientTransformations. `adafactor` is T5.1.1's setting
+in t5x (factored second moments, decay rate 0.8, no momentum, update clipping
+at 1.0, updates scaled by the parameter's RMS; fused in adafactor.py);
+`adamw` is optax's, the usual alternative. Either can be
 restricted to the conditioning parameters with `train='conditioning'`
 (hyperprompt.freezing).
 """
@@ -72,8 +73,7 @@ def adafactor(learning_rate: optax.ScalarOrSchedule
               ) -> optax.GradientTransformation:
   """Adafactor as T5.1.1 trains with it (t5x's defaults for T5.1.1).
 
-  `hyperprompt.adafactor`: optax.adafactor's numbers and state, fused per
-  parameter.
+  `hyperprompt.adafactor`: optax.adafactor's numbers, fused per parameter.
   """
   return adafactor_lib.adafactor(learning_rate, decay_rate=0.8,
                                  clipping_threshold=1.0, min_param_scale=1e-3,
