@@ -12,9 +12,8 @@ before and after every job and printed in the report.
 Every job (ours and the peers alike) runs with tcmalloc preloaded when the
 machine has it (`apt install libtcmalloc-minimal4`; `--allocator system` to
 opt out). glibc's malloc returns large blocks to the OS, so every step
-page-faults its large temporaries back in: tcmalloc made our T5.1.1-small
-step 12% faster here. The full run also measures one step with glibc's
-malloc, so the report shows the difference.
+page-faults its large temporaries back in. The full run also measures our
+step with glibc's malloc, so the report shows the difference.
 """
 import argparse
 import ctypes.util
