@@ -38,6 +38,12 @@ class T5Config:
   # Activation rematerialisation for large models: 'none', 'full' (recompute
   # everything in the backward pass) or 'dots' (save matmul outputs only).
   remat_policy: str = 'none'
+  # Run each layer stack as one `nn.scan` over a single layer (t5x's and
+  # flaxformer's `scan_layers`): layer parameters are stacked along a leading
+  # 'layers' axis (`encoder/layers/...`), so a 48-layer model traces and
+  # compiles one layer instead of 48. `hyperprompt.scanning` converts
+  # parameter trees between the two layouts.
+  scan_layers: bool = False
 
   def __post_init__(self):
     if self.remat_policy not in ('none', 'full', 'dots'):

@@ -8,13 +8,14 @@ checkpoint loads without renaming. The task conditioner, if any, is the
 from typing import Callable, Optional, Tuple
 
 import flax.linen as nn
+from flax.linen import partitioning as nn_partitioning
 import jax
 import jax.numpy as jnp
 
 from hyperprompt.attention import MultiHeadAttention
 from hyperprompt.conditioning.interface import (Conditioner, Conditioning,
                                                 LayerConditioning,
-                                                apply_adapter)
+                                                apply_adapter, stack_layers)
 from hyperprompt.config import T5Config
 from hyperprompt.layers import (DenseGeneral, Embed, MlpBlock, RMSNorm,
                                 RelativePositionBiases,
@@ -34,6 +35,22 @@ def _maybe_remat(layer_cls, config: T5Config, static_argnums):
     return layer_cls
   return nn.remat(layer_cls, policy=_REMAT_POLICIES[config.remat_policy],
                   static_argnums=static_argnums)
+
+
+def _layer_stack(layer_cls, config: T5Config, static_argnums, in_axes,
+                 num_layers: int):
+  """`layer_cls` (with remat) as one `nn.scan` over `num_layers` layers.
+
+  Parameters get a leading 'layers' axis (logical name included, so the
+  partitioning rules see it). The decode cache stacks its layers along axis
+  1, keeping the batch first: decoding.cache_map expands and reorders beams
+  along axis 0 of every batched cache leaf. Dropout keys differ per layer.
+  """
+  return nn_partitioning.scan_with_axes(
+      _maybe_remat(layer_cls, config, static_argnums),
+      variable_axes={'params': 0, 'cache': 1, 'intermediates': 0},
+      split_rngs={'params': True, 'dropout': True},
+      in_axes=in_axes, length=num_layers, axis_name='layers')
 
 
 def attention_mask(query_valid: jax.Array, key_valid: jax.Array,
@@ -59,8 +76,12 @@ def encoder_valid_positions(encoder_input_tokens: jax.Array,
 
 
 class EncoderLayer(nn.Module):
-  """Layer norm -> self-attention -> residual -> layer norm -> MLP -> residual."""
+  """Layer norm -> self-attention -> residual -> layer norm -> MLP -> residual.
+
+  `scanned`: the body of `nn.scan`, returning `(x, None)` (carry, no output).
+  """
   config: T5Config
+  scanned: bool = False
 
   @nn.compact
   def __call__(self, x, mask, bias, cond: LayerConditioning,
@@ -77,12 +98,17 @@ class EncoderLayer(nn.Module):
                 name='pre_mlp_layer_norm')(x)
     h = MlpBlock(cfg, name='mlp')(h, deterministic)
     h = apply_adapter(dropout(h, deterministic=deterministic), cond.adapter)
-    return with_sharding_constraint(x + h, EMBED_AXES)
+    x = with_sharding_constraint(x + h, EMBED_AXES)
+    return (x, None) if self.scanned else x
 
 
 class DecoderLayer(nn.Module):
-  """Causal self-attention, encoder-decoder attention and MLP, each pre-normed."""
+  """Causal self-attention, encoder-decoder attention and MLP, each pre-normed.
+
+  `scanned`: the body of `nn.scan`, returning `(x, None)`.
+  """
   config: T5Config
+  scanned: bool = False
 
   @nn.compact
   def __call__(self, x, encoded, self_mask, cross_mask, bias,
@@ -107,7 +133,8 @@ class DecoderLayer(nn.Module):
     h = norm('pre_mlp_layer_norm')(x)
     h = MlpBlock(cfg, name='mlp')(h, deterministic)
     h = apply_adapter(dropout(h, deterministic=deterministic), cond.adapter)
-    return with_sharding_constraint(x + h, EMBED_AXES)
+    x = with_sharding_constraint(x + h, EMBED_AXES)
+    return (x, None) if self.scanned else x
 
 
 class Encoder(nn.Module):
@@ -133,11 +160,19 @@ class Encoder(nn.Module):
     positions = jnp.arange(x.shape[1])
     bias = RelativePositionBiases(cfg, bidirectional=True,
                                   name='relpos_bias')(positions, positions)
-    layer_cls = _maybe_remat(EncoderLayer, cfg, static_argnums=(5,))
-    for i in range(cfg.num_encoder_layers):
-      x = layer_cls(cfg, name=f'layers_{i}')(x, mask, bias,
-                                             conditioning.encoder[i],
-                                             deterministic)
+    if cfg.scan_layers:
+      # x is the carry; the conditioning is scanned over, the rest broadcast.
+      stack = _layer_stack(EncoderLayer, cfg, (5,),
+                           (nn.broadcast, nn.broadcast, 0, nn.broadcast),
+                           cfg.num_encoder_layers)
+      x, _ = stack(cfg, scanned=True, name='layers')(
+          x, mask, bias, stack_layers(conditioning.encoder), deterministic)
+    else:
+      layer_cls = _maybe_remat(EncoderLayer, cfg, static_argnums=(5,))
+      for i in range(cfg.num_encoder_layers):
+        x = layer_cls(cfg, name=f'layers_{i}')(x, mask, bias,
+                                               conditioning.encoder[i],
+                                               deterministic)
     x = RMSNorm(cfg.layer_norm_epsilon, cfg.activation_dtype,
                 name='encoder_norm')(x)
     return dropout(x, deterministic=deterministic)
@@ -212,11 +247,20 @@ class Decoder(nn.Module):
     # [batch, length] -> [batch, length, emb_dim]
     y = self.shared_embedding(decoder_input_tokens.astype(jnp.int32))
     y = dropout(y, deterministic=deterministic)
-    layer_cls = _maybe_remat(DecoderLayer, cfg, static_argnums=(7, 8))
-    for i in range(cfg.num_decoder_layers):
-      y = layer_cls(cfg, name=f'layers_{i}')(
-          y, encoded, self_mask, cross_mask, bias, layer_conditioning[i],
-          deterministic, decode, decode_index)
+    if cfg.scan_layers:
+      stack = _layer_stack(DecoderLayer, cfg, (7, 8),
+                           (nn.broadcast,) * 4 + (0,) + (nn.broadcast,) * 3,
+                           cfg.num_decoder_layers)
+      y, _ = stack(cfg, scanned=True, name='layers')(
+          y, encoded, self_mask, cross_mask, bias,
+          stack_layers(layer_conditioning), deterministic, decode,
+          decode_index)
+    else:
+      layer_cls = _maybe_remat(DecoderLayer, cfg, static_argnums=(7, 8))
+      for i in range(cfg.num_decoder_layers):
+        y = layer_cls(cfg, name=f'layers_{i}')(
+            y, encoded, self_mask, cross_mask, bias, layer_conditioning[i],
+            deterministic, decode, decode_index)
     y = RMSNorm(cfg.layer_norm_epsilon, cfg.activation_dtype,
                 name='decoder_norm')(y)
     y = dropout(y, deterministic=deterministic)

@@ -92,6 +92,24 @@ def apply_adapter(h: Array, adapter: Optional[Dict[str, Array]]) -> Array:
   return h + z
 
 
+def stack_layers(per_layer: Tuple[LayerConditioning, ...]
+                 ) -> LayerConditioning:
+  """One stack's per-layer conditioning as one LayerConditioning whose arrays
+  have a leading [layers] axis: what a scanned layer stack scans over.
+
+  Every layer of a stack must receive the same kind of conditioning (all
+  placements in this project condition whole stacks).
+  """
+  structures = {jax.tree.structure(c) for c in per_layer}
+  if len(structures) > 1:
+    raise ValueError(
+        'With scan_layers every layer of a stack must get the same kind of '
+        f'conditioning; got {len(structures)} different kinds '
+        f'({sorted(map(str, structures))}). Condition whole stacks, or set '
+        'T5Config.scan_layers = False.')
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *per_layer)
+
+
 class Conditioner(nn.Module):
   """Base of every conditioning method.
 

@@ -14,6 +14,10 @@ detects the format:
   't5x'        a t5x checkpoint directory with a msgpack
                `checkpoint` file and zarr arrays, or that file      t5x_legacy.py
 
+Public checkpoints have unscanned layer stacks (`encoder/layers_0/...`); a
+scanned model's template (`T5Config.scan_layers`) is unscanned for the merge
+and the result scanned again (hyperprompt.scanning), for every format.
+
 Paths may be local or anything etils.epath and TensorStore open (gs:// on a
 TPU VM).
 """
@@ -21,6 +25,7 @@ from typing import Any, Dict, Mapping
 
 from etils import epath
 
+from hyperprompt import scanning
 from hyperprompt.pretrained.hf import (hf_config, hf_to_flat, load_hf,
                                        read_hf, read_hf_state_dict)
 from hyperprompt.pretrained.merge import CONDITIONER, Flat, merge_pretrained
@@ -70,8 +75,12 @@ def load_pretrained(path: epath.PathLike,
       kept where the checkpoint has none.
 
   Returns:
-    The merged params tree (numpy arrays, template dtypes).
+    The merged params tree (numpy arrays, template dtypes), scanned like
+    `template`.
   """
+  if scanning.is_scanned(template):
+    return scanning.scan_params(
+        load_pretrained(path, scanning.unscan_params(template)))
   if detect_format(path) == 'hf':
     return load_hf(path, template)  # Knows transformers' tied output layer.
   return merge_pretrained(template, read_pretrained(path), source=str(path))
