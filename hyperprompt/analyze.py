@@ -293,6 +293,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
   parser = argparse.ArgumentParser(
       prog='python -m hyperprompt.analyze',
       description='Attention mass on the prompts, per layer and task.')
+  gin_cli.add_flags(parser)
   parser.add_argument('--checkpoint', required=True,
                       help="the run's MODEL_DIR (or its checkpoints dir)")
   parser.add_argument('--task', action='append', required=True,
@@ -307,7 +308,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
   args = parser.parse_args(rest)
   # The run's files require MODEL_DIR: it is the checkpoint's run.
   gin_cli.parse_gin(files, [f'MODEL_DIR = {json.dumps(args.checkpoint)}',
-                             *bindings])
+                             *bindings],
+                    gin_cli.search_paths(args.gin_search_paths))
   try:
     model = gin.get_configurable(models.EncoderDecoderModel)()
   except Exception as e:  # gin names the missing binding.
@@ -340,4 +342,5 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
 
 
 if __name__ == '__main__':
-  main()
+  from hyperprompt import cli_errors  # pylint: disable=g-import-not-at-top
+  cli_errors.exit_on_error(main, sys.argv[1:])

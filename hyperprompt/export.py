@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hyperprompt import checkpoints
+from hyperprompt import cli_errors
 from hyperprompt import gin_cli
 from hyperprompt.conditioning import precomputed
 from hyperprompt.network import Transformer
@@ -44,7 +45,7 @@ def main(argv=None) -> None:
   parser.add_argument('--output', required=True, help='the .npz to write')
   args, bindings = gin_cli.parse(parser, sys.argv[1:] if argv is None
                                  else argv)
-  gin_cli.load(args.gin_file, bindings)
+  gin_cli.load(args.gin_file, bindings, args.gin_search_paths)
   model = gin_cli.transformer()
   params = checkpoints.restore_params(args.checkpoint, args.step)
   prefixes = export_prefixes(model, params)
@@ -55,4 +56,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  cli_errors.exit_on_error(main, sys.argv[1:])

@@ -5,14 +5,18 @@
         --gin_file=runs/train.gin --gin.MODEL_DIR=\\"/tmp/run\\" ...
 
 Flags as in t5x's binaries: `--gin_file` (repeatable; a path, or a path
-relative to the installed `hyperprompt/gin` data or the repository's gin/) and
-`--gin.NAME=VALUE` (a gin binding; strings quoted, as in t5x:
-`--gin.MODEL_DIR=\\"gs://bucket/run\\"`). Bindings apply after all files, so
-they override them. `python -m hyperprompt.train|eval|infer` are the same as
-the subcommands.
+relative to `--gin_search_paths`, the installed `hyperprompt/gin` data or the
+repository's gin/), `--gin.NAME=VALUE` (a gin binding; strings quoted, as in
+t5x: `--gin.MODEL_DIR=\\"gs://bucket/run\\"`) and `--gin_search_paths=DIR,...`.
+Bindings apply after all files, so they override them. `python -m
+hyperprompt.train|eval|infer` are the same as the subcommands.
 
 export, params and analyze are separate tools (hyperprompt.export, ...); the
 command passes its remaining arguments to them.
+
+Every command exits 0 on success. A failure prints one line, the last on
+stderr, and exits 1 (130 after Ctrl-C); `--verbose` or HYPERPROMPT_VERBOSE=1
+shows the traceback instead.
 """
 import argparse
 import importlib
@@ -23,8 +27,7 @@ import runpy
 import sys
 from typing import Optional, Sequence
 
-import gin
-
+from hyperprompt import cli_errors
 from hyperprompt import gin_cli
 
 RUNS = {'train': 'train', 'eval': 'evaluate', 'infer': 'infer'}
@@ -42,19 +45,22 @@ def _configure_logging():
 
 
 def run(command: str, argv: Sequence[str]):
-  """Runs train, eval or infer with gin flags from `argv`."""
+  """Runs train, eval or infer with gin flags from `argv`; returns the
+  runner's result (for Python callers; the command prints nothing of it)."""
   files, bindings, rest = gin_cli.split_gin_flags(argv)
-  parser = argparse.ArgumentParser(prog=f'hyperprompt {command}')
-  parser.add_argument('--gin_search_path', action='append', default=[],
-                      help='more directories to resolve gin files in')
+  parser = argparse.ArgumentParser(
+      prog=f'hyperprompt {command}',
+      description=f'{command.capitalize()} as gin configures it '
+      f'(hyperprompt.runner.{RUNS[command]}).')
+  gin_cli.add_flags(parser)
   args = parser.parse_args(rest)
   _configure_logging()
-  for path in args.gin_search_path:
-    gin.add_config_file_search_path(path)
   # Imported here so `hyperprompt --help` stays fast.
   from hyperprompt import partitioning  # pylint: disable=g-import-not-at-top
   from hyperprompt import runner  # pylint: disable=g-import-not-at-top
-  gin_cli.parse_gin(files, bindings)
+  gin_cli.parse_gin(files, bindings,
+                    gin_cli.search_paths(args.gin_search_paths))
+  gin_cli.check_macro_values()
   partitioning.initialize_distributed()
   # Gin reports a missing macro or binding at this call, naming it.
   return getattr(runner, RUNS[command])()
@@ -70,17 +76,22 @@ def run_tool(name: str, argv: Sequence[str]):
   runpy.run_module(module, run_name='__main__', alter_sys=True)
 
 
-def console_main(argv: Optional[Sequence[str]] = None):
+def console_main(argv: Optional[Sequence[str]] = None) -> None:
+  """The console script: exits 0 on success, 1 with one line on failure."""
   argv = list(sys.argv[1:] if argv is None else argv)
   commands = (*RUNS, *TOOLS)
+  usage = (f'usage: hyperprompt {{{",".join(commands)}}} --gin_file=... '
+           '[--gin.NAME=VALUE ...] [--verbose]\n' + __doc__)
+  if argv[:1] in (['-h'], ['--help']):
+    print(usage)
+    return
   if not argv or argv[0] not in commands:
-    raise SystemExit(
-        f'usage: hyperprompt {{{",".join(commands)}}} --gin_file=... '
-        '[--gin.NAME=VALUE ...]\n' + __doc__)
+    raise SystemExit(usage)
   command, rest = argv[0], argv[1:]
   if command in TOOLS:
-    return run_tool(command, rest)
-  return run(command, rest)
+    cli_errors.exit_on_error(lambda: run_tool(command, rest), rest)
+  else:
+    cli_errors.exit_on_error(lambda: run(command, rest), rest)
 
 
 if __name__ == '__main__':

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperprompt import cli_errors
 from hyperprompt import gin_cli
 from hyperprompt.conditioning.interface import Conditioner
 from hyperprompt.config import T5Config
@@ -66,11 +67,11 @@ def main(argv=None) -> None:
       description='Parameter counts of a gin-configured model.')
   args, bindings = gin_cli.parse(parser, sys.argv[1:] if argv is None
                                  else argv)
-  gin_cli.load(args.gin_file, bindings)
+  gin_cli.load(args.gin_file, bindings, args.gin_search_paths)
   model = gin_cli.transformer()
   counts = parameter_counts(model.config, model.conditioner)
   print(report(counts, type(model.conditioner).__name__))
 
 
 if __name__ == '__main__':
-  main()
+  cli_errors.exit_on_error(main, sys.argv[1:])

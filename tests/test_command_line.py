@@ -1,0 +1,184 @@
+"""The command line as a t5x user meets it: exit status 0 on success, one-line
+errors (the last line on stderr, no traceback), t5x's gin flags, and bad
+values caught before anything is built.
+
+The subprocess tests run the installed console script itself, and
+`python -m`, on the tiny model for two steps.
+"""
+import os
+import shutil
+import subprocess
+import sys
+
+import gin
+import pytest
+
+from hyperprompt import cli_errors
+from hyperprompt import gin_cli
+from hyperprompt import main
+
+SCRIPT = os.path.join(os.path.dirname(sys.executable), 'hyperprompt')
+TINY_RUN = ['--gin_file=models/sizes/tiny.gin',
+            '--gin_file=models/conditioners/hyperprompt_global.gin',
+            '--gin_file=runs/train.gin', '--gin_file=runs/synthetic.gin']
+TINY_RUN_FILES = [f.split('=', 1)[1] for f in TINY_RUN]
+SYNTHETIC = ['--gin_file=runs/synthetic.gin',
+             '--gin.synthetic.dataset_config.num_validation=4']
+
+
+def _run(args, timeout=600):
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  env.pop(cli_errors.VERBOSE_ENV, None)
+  return subprocess.run(args, capture_output=True, text=True, env=env,
+                        timeout=timeout, check=False)
+
+
+def _last_line(text: str) -> str:
+  return text.strip().splitlines()[-1]
+
+
+@pytest.fixture(autouse=True)
+def _clear_gin():
+  yield
+  gin.clear_config()
+
+
+@pytest.mark.skipif(not os.path.exists(SCRIPT),
+                    reason='the console script is not installed')
+def test_console_script_train_then_eval_exit_zero_and_print_no_state(
+    tmp_path):
+  model_dir = tmp_path / 'run'
+  train = _run([SCRIPT, 'train', *TINY_RUN,
+                f'--gin.MODEL_DIR="{model_dir}"', '--gin.TRAIN_STEPS=2',
+                '--gin.BATCH_SIZE=8', '--gin.EVAL_PERIOD=0',
+                '--gin.runner.train.plot=False'])
+  assert train.returncode == 0, train.stderr[-2000:]
+  # The runner's return value (the TrainState) is never printed.
+  assert 'TrainState' not in train.stdout + train.stderr
+  evaluate = _run([sys.executable, '-m', 'hyperprompt.eval',
+                   '--gin_file=models/sizes/tiny.gin',
+                   '--gin_file=models/conditioners/hyperprompt_global.gin',
+                   '--gin_file=runs/eval.gin', *SYNTHETIC,
+                   f'--gin.MODEL_DIR="{model_dir}"', '--gin.BATCH_SIZE=8'])
+  assert evaluate.returncode == 0, evaluate.stderr[-2000:]
+  assert (model_dir / 'eval_2.json').exists()
+
+
+@pytest.mark.skipif(not os.path.exists(SCRIPT),
+                    reason='the console script is not installed')
+def test_console_script_misspelled_macro_is_one_line_and_exit_one(tmp_path):
+  result = _run([SCRIPT, 'train', *TINY_RUN,
+                 f'--gin.MODEL_DIR="{tmp_path}"', '--gin.TRAIN_STEPS=2',
+                 '--gin.BATCH_SIZ=8'])
+  assert result.returncode == 1
+  assert 'Traceback' not in result.stderr
+  last = _last_line(result.stderr)
+  assert 'BATCH_SIZ ' in last and 'did you mean BATCH_SIZE' in last
+  assert not os.listdir(tmp_path)  # Failed before anything was written.
+
+
+def test_help_lists_the_t5x_flags():
+  result = _run([sys.executable, '-m', 'hyperprompt.train', '--help'])
+  assert result.returncode == 0
+  for flag in ('--gin_file', '--gin.NAME', '--gin_search_paths', '--verbose'):
+    assert flag in result.stdout
+
+
+def test_an_error_is_one_line_and_exit_one_without_verbose(capsys):
+  def fail():
+    # As gin augments it: "In call to configurable ..." with an address.
+    raise ValueError('NUM_TASKS is wrong\n  In call to configurable '
+                     "'train' (<function train at 0x7f00>)")
+  with pytest.raises(SystemExit) as exit_info:
+    cli_errors.exit_on_error(fail, [])
+  assert exit_info.value.code == 1
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1
+  assert err.startswith('error: ValueError: NUM_TASKS is wrong (--verbose')
+  with pytest.raises(ValueError, match='NUM_TASKS'):
+    cli_errors.exit_on_error(fail, ['--verbose'])
+
+
+def test_ctrl_c_outside_training_exits_130(capsys):
+  def interrupt():
+    raise KeyboardInterrupt
+  with pytest.raises(SystemExit) as exit_info:
+    cli_errors.exit_on_error(interrupt, [])
+  assert exit_info.value.code == cli_errors.INTERRUPTED_STATUS
+  assert capsys.readouterr().err == 'Interrupted.\n'
+
+
+@pytest.mark.parametrize('value', ['0', '-3', '2.5', 'True', '"8"'])
+def test_num_tasks_must_be_a_positive_int(value):
+  gin_cli.parse_gin(TINY_RUN_FILES, [f'NUM_TASKS = {value}',
+                                     'MODEL_DIR = "/x"', 'TRAIN_STEPS = 2'])
+  with pytest.raises(SystemExit, match=f'NUM_TASKS = .*{value.strip(chr(34))}'
+                     '.*positive integer'):
+    gin_cli.check_macro_values()
+
+
+def test_batch_size_and_steps_are_checked_too():
+  gin_cli.parse_gin(TINY_RUN_FILES, ['MODEL_DIR = "/x"', 'TRAIN_STEPS = 0'])
+  with pytest.raises(SystemExit, match='TRAIN_STEPS = 0'):
+    gin_cli.check_macro_values()
+  gin_cli.parse_gin(TINY_RUN_FILES, ['MODEL_DIR = "/x"', 'TRAIN_STEPS = 2',
+                                     'BATCH_SIZE = -8'])
+  with pytest.raises(SystemExit, match='BATCH_SIZE = -8'):
+    gin_cli.check_macro_values()
+
+
+def test_unknown_mixture_suggests_the_closest():
+  gin_cli.parse_gin(TINY_RUN_FILES, ['MODEL_DIR = "/x"', 'TRAIN_STEPS = 2',
+                                     'MIXTURE_OR_TASK_NAME = "hp_synthtic"'])
+  with pytest.raises(SystemExit, match="'hp_synthtic' is not a registered.*"
+                     'did you mean hp_synthetic'):
+    gin_cli.check_macro_values()
+
+
+def test_unused_macro_is_named_with_a_suggestion():
+  with pytest.raises(SystemExit, match=r'never used: BATCH_SIZ \(did you '
+                     r'mean BATCH_SIZE\?\)'):
+    gin_cli.parse_gin(TINY_RUN_FILES, ['MODEL_DIR = "/x"', 'TRAIN_STEPS = 2',
+                                       'BATCH_SIZ = 8'])
+
+
+def test_unused_macro_in_a_users_file_is_an_error(tmp_path):
+  mine = tmp_path / 'mine.gin'
+  mine.write_text('TRAIN_STPES = 5\n')
+  with pytest.raises(SystemExit, match='TRAIN_STPES.*TRAIN_STEPS'):
+    gin_cli.parse_gin([*TINY_RUN_FILES, str(mine)],
+                      ['MODEL_DIR = "/x"', 'TRAIN_STEPS = 2'])
+
+
+def test_shipped_macros_unused_by_a_composition_are_fine():
+  # runs/train.gin sets INITIAL_CHECKPOINT_PATH etc.; the eval files do
+  # not use TRAIN_STEPS, which a user may still pass to every command.
+  gin_cli.parse_gin(['models/sizes/tiny.gin', 'models/conditioners/none.gin',
+                     'runs/eval.gin', 'runs/synthetic.gin'],
+                    ['MODEL_DIR = "/x"', 'TRAIN_STEPS = 2'])
+
+
+def test_gin_search_paths_are_comma_separated_like_t5x(tmp_path):
+  first, second = tmp_path / 'a', tmp_path / 'b'
+  first.mkdir()
+  second.mkdir()
+  shutil.copy(os.path.join(gin_cli.GIN_DIR, 'runs', 'synthetic.gin'),
+              second / 'my_data.gin')
+  parser = main.argparse.ArgumentParser()
+  args, bindings = gin_cli.parse(parser, [
+      f'--gin_search_paths={first},{second}', '--gin_file=my_data.gin',
+      '--gin.NUM_TASKS=9'])
+  assert args.gin_search_paths == [str(first), str(second)]
+  gin_cli.load(args.gin_file, bindings, args.gin_search_paths)
+  assert gin.query_parameter('%MIXTURE_OR_TASK_NAME') == 'hp_synthetic'
+
+
+def test_decoding_functions_bind_from_the_command_line():
+  from hyperprompt import models  # pylint: disable=g-import-not-at-top
+  gin_cli.parse_gin(
+      [*TINY_RUN_FILES],
+      ['MODEL_DIR = "/x"', 'TRAIN_STEPS = 2',
+       'models.EncoderDecoderModel.decode_fn = @decoding.beam_search'])
+  model = gin.get_configurable(models.EncoderDecoderModel)()
+  assert model.decode_fn.__name__ == 'beam_search'
+  assert model.decode_fn.__module__ == 'hyperprompt.decoding'
