@@ -8,6 +8,13 @@ not know is replicated, so a new conditioner's parameters work before anyone
 writes rules for them. The rules are t5x's standard 1-D parameter partitioning,
 so the same names work under t5x's partitioner.
 
+2-D parameter partitioning (t5x's `parameter_partitioning_dims=2`, i.e.
+FSDP/ZeRO-3 over 'data'): parameters, and so the optimizer state, also split
+their 'embed' dim over 'data'. Activations keep the 1-D rules (their 'batch'
+already uses 'data'), so XLA all-gathers each weight where it is used and
+reduce-scatters its gradient: per-chip parameter and optimizer memory shrink
+by the 'data' size at the price of those collectives.
+
 Multi-host: every process builds the same mesh from `jax.devices()` (ordered
 by process), reads its own shard of the data (`shard_info`) and contributes
 its rows to one global batch (`global_batch`). Parameters and optimizer state
@@ -89,12 +96,15 @@ class Partitioner:
       must divide the device count. 1 is pure data parallelism.
     logical_axis_rules: (logical name, mesh axis) pairs; unknown names are
       replicated.
+    parameter_partitioning_dims: 1 (parameters split over 'model' only) or
+      2 (also their 'embed' dim over 'data'; module docstring).
   """
 
   def __init__(self, num_partitions: int = 1,
                logical_axis_rules: Sequence[Tuple[str, Optional[str]]] = (
                    LOGICAL_AXIS_RULES),
-               devices: Optional[Sequence[jax.Device]] = None):
+               devices: Optional[Sequence[jax.Device]] = None,
+               parameter_partitioning_dims: int = 1):
     devices = list(jax.devices() if devices is None else devices)
     if num_partitions < 1 or len(devices) % num_partitions:
       raise ValueError(
@@ -109,6 +119,14 @@ class Partitioner:
     # The processes this mesh spans, in order (all of them, normally).
     self.processes = sorted({d.process_index for d in devices})
     self.rules = tuple((k, v) for k, v in logical_axis_rules)
+    if parameter_partitioning_dims not in (1, 2):
+      raise ValueError(
+          'parameter_partitioning_dims must be 1 or 2, got '
+          f'{parameter_partitioning_dims}.')
+    self.parameter_partitioning_dims = parameter_partitioning_dims
+    # Rules for parameters and optimizer state; activations use self.rules.
+    self.param_rules = self.rules if parameter_partitioning_dims == 1 else (
+        (('embed', DATA),) + tuple(r for r in self.rules if r[0] != 'embed'))
 
   @property
   def data_parallelism(self) -> int:
@@ -155,7 +173,7 @@ class Partitioner:
     out = {}
     for path, shape in shapes.items():
       mesh_spec = nn_partitioning.logical_to_mesh_axes(
-          _first_occurrences(specs[path]), self.rules)
+          _first_occurrences(specs[path]), self.param_rules)
       self._check_divisible(path, shape.shape, specs[path], mesh_spec)
       out[path] = NamedSharding(self.mesh, mesh_spec)
     return traverse_util.unflatten_dict(out, sep='/')
@@ -171,7 +189,8 @@ class Partitioner:
             f'Parameter {name} {tuple(shape)} with logical axes {logical} '
             f'cannot be split {size} ways over mesh axis {axis!r}. Choose '
             'num_partitions dividing that dimension, or map its logical axis '
-            'to None in Partitioner.logical_axis_rules.')
+            'to None in Partitioner.logical_axis_rules (with '
+            "parameter_partitioning_dims=2, 'embed' goes over 'data').")
 
   def state_shardings(self, state_shapes: Any, params_axes: Mapping[str, Any],
                       params_shapes: Any) -> Any:
