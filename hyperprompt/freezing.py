@@ -6,10 +6,17 @@ also compares with tuning the task-conditioning parameters alone (METHOD.md
 4). Keeping exported prefixes fixed while tuning the backbone is the third
 case. The conditioning parameters are the `params['conditioner']` subtree.
 
-Select it in gin, e.g. `freezing.freeze.train = 'conditioning'`.
-"""
-from typing import Any
+Frozen means not differentiated: `trainer.train_step` takes the gradient
+with respect to the trainable subtree only (`split`), with the frozen
+parameters closed over as constants, so XLA computes no weight gradient for
+them (and no backward pass at all for layers that no trainable parameter
+feeds). The optimizer and its state cover the trainable subtree only.
 
+Select it in gin, e.g. `trainer.make_optimizer.train = 'conditioning'`.
+"""
+from typing import Any, NamedTuple, Tuple
+
+import flax
 import jax
 import optax
 
@@ -42,9 +49,47 @@ def trainable_labels(params: Any, train: str = 'all') -> Any:
   }
 
 
+def split(params: Any, train: str) -> Tuple[dict, dict]:
+  """(trainable, frozen): two nested dicts that together hold `params`.
+
+  Both keep the full paths from the root (e.g. trainable =
+  {'conditioner': {...}}), so optimizer state built on the trainable part
+  matches the parameters' shardings by path like a full tree's would.
+  """
+  labels = flax.traverse_util.flatten_dict(
+      trainable_labels(params, train), is_leaf=lambda _, x: isinstance(x, str))
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
+  parts = {'trainable': {}, 'frozen': {}}
+  for path, value in flat.items():
+    parts[labels[path]][path] = value
+  return (flax.traverse_util.unflatten_dict(parts['trainable']),
+          flax.traverse_util.unflatten_dict(parts['frozen']))
+
+
+def merge(trainable: Any, frozen: Any) -> dict:
+  """The inverse of `split`: one params tree from its two parts."""
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(frozen))
+  flat.update(flax.traverse_util.flatten_dict(flax.core.unfreeze(trainable)))
+  return flax.traverse_util.unflatten_dict(flat)
+
+
+class Partial(NamedTuple):
+  """`optimizer` applied to the trainable part of the params only.
+
+  `init` takes the whole params tree (as every optax optimizer does) and
+  returns state for the trainable part only; `trainer.train_step` hands
+  `optimizer.update` the gradients and values of that part.
+  """
+  optimizer: optax.GradientTransformation
+  train: str
+
+  def init(self, params: Any) -> optax.OptState:
+    return self.optimizer.init(split(params, self.train)[0])
+
+
 def freeze(optimizer: optax.GradientTransformation, params: Any,
-           train: str = 'all') -> optax.GradientTransformation:
-  """Wraps `optimizer` so that frozen parameters get zero updates.
+           train: str = 'all'):
+  """`optimizer` restricted to the parameters that `train` selects.
 
   Args:
     optimizer: any optax optimizer.
@@ -53,12 +98,10 @@ def freeze(optimizer: optax.GradientTransformation, params: Any,
     train: 'all' (the optimizer unchanged), 'conditioning' or 'backbone'.
 
   Returns:
-    An optimizer whose updates are zero on frozen parameters, which also get
-    no optimizer state (`optax.set_to_zero`).
+    `optimizer` itself for 'all', else a `Partial`: frozen parameters get
+    no gradient, no update and no optimizer state.
   """
   trainable_labels(params, train)  # Fails fast on a wrong setting.
   if train == 'all':
     return optimizer
-  return optax.multi_transform(
-      {'trainable': optimizer, 'frozen': optax.set_to_zero()},
-      lambda p: trainable_labels(p, train))
+  return Partial(optimizer, train)

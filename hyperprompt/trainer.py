@@ -8,9 +8,10 @@ in t5x (factored second moments, decay rate 0.8, no momentum, update clipping
 at 1.0, updates scaled by the parameter's RMS; fused in adafactor.py);
 `adamw` is optax's, the usual alternative. Either can be
 restricted to the conditioning parameters with `train='conditioning'`
-(hyperprompt.freezing).
+(hyperprompt.freezing): the step then differentiates only those, and the
+optimizer state covers only those.
 """
-from typing import Any, Callable, Mapping, Optional, Tuple
+from typing import Any, Callable, Mapping, Optional, Tuple, Union
 
 import flax
 import gin
@@ -19,9 +20,12 @@ import jax.numpy as jnp
 import optax
 
 from hyperprompt import adafactor as adafactor_lib
+from hyperprompt import freezing
 
 Batch = Mapping[str, jax.Array]
 Metrics = Mapping[str, jax.Array]
+# All parameters train, or a frozen part (freezing.Partial).
+Optimizer = Union[optax.GradientTransformation, freezing.Partial]
 
 
 # --- Learning-rate schedules -------------------------------------------------
@@ -99,52 +103,65 @@ def make_optimizer(params: Any,
                    = adafactor,
                    schedule_fn: Callable[[], optax.Schedule]
                    = constant_schedule,
-                   train: str = 'all') -> optax.GradientTransformation:
+                   train: str = 'all') -> Optimizer:
   """The run's optimizer: `optimizer_fn(schedule_fn())`, then freezing.
 
   Args:
     params: the parameter tree (arrays or shapes), for the freeze mask.
     optimizer_fn: `adafactor` or `adamw` (or any optax factory).
     schedule_fn: `constant_schedule`, `rsqrt_schedule`, ...
-    train: 'all' (the paper's main setting) or 'conditioning' (backbone
-      frozen; only `params['conditioner']` is updated).
+    train: 'all' (the paper's main setting), 'conditioning' (backbone
+      frozen; only `params['conditioner']` is differentiated and updated)
+      or 'backbone' (the conditioner frozen).
+
+  Returns:
+    The optax optimizer for 'all', else a `freezing.Partial` wrapping it.
   """
-  optimizer = optimizer_fn(schedule_fn())
-  if train == 'all':
-    return optimizer
-  from hyperprompt import freezing  # pylint: disable=g-import-not-at-top
-  return freezing.freeze(optimizer, params, train=train)
+  return freezing.freeze(optimizer_fn(schedule_fn()), params, train=train)
 
 
 # --- State and steps ---------------------------------------------------------
 
 @flax.struct.dataclass
 class TrainState:
-  """What a checkpoint holds besides the data position."""
+  """What a checkpoint holds besides the data position.
+
+  `opt_state` is the optimizer's state for the trainable parameters only
+  (all of them, or the trainable part of a `freezing.Partial`).
+  """
   step: jax.Array            # int32 scalar
   params: Any
   opt_state: Any
 
 
-def init_state(params: Any, optimizer: optax.GradientTransformation
-               ) -> TrainState:
+def init_state(params: Any, optimizer: Optimizer) -> TrainState:
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=optimizer.init(params))
 
 
-def train_step(model, optimizer: optax.GradientTransformation,
-               state: TrainState, batch: Batch, dropout_rng: jax.Array
-               ) -> Tuple[TrainState, Metrics]:
+def train_step(model, optimizer: Optimizer, state: TrainState, batch: Batch,
+               dropout_rng: jax.Array) -> Tuple[TrainState, Metrics]:
   """One optimizer step on one global batch.
 
   The dropout key is folded with the step, so a resumed run draws the same
-  dropout masks as an uninterrupted one.
+  dropout masks as an uninterrupted one. With a `freezing.Partial`
+  optimizer the gradient is taken with respect to the trainable part only;
+  the frozen part enters the loss as a constant, so no gradient is computed
+  for it and 'grad_norm' spans the trainable parameters.
   """
   rng = jax.random.fold_in(dropout_rng, state.step)
-  (_, metrics), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(
-      state.params, batch, rng)
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  if isinstance(optimizer, freezing.Partial):
+    trainable, frozen = freezing.split(state.params, optimizer.train)
+    loss_fn = lambda t, b, r: model.loss_fn(freezing.merge(t, frozen), b, r)
+    optimizer = optimizer.optimizer
+  else:
+    trainable, frozen, loss_fn = state.params, None, model.loss_fn
+  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      trainable, batch, rng)
+  updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
+  params = optax.apply_updates(trainable, updates)
+  if frozen is not None:
+    params = freezing.merge(params, frozen)
   metrics = dict(metrics)
   metrics['grad_norm'] = optax.global_norm(grads)
   return TrainState(step=state.step + 1, params=params,

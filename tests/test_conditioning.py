@@ -171,20 +171,18 @@ def test_gradients_reach_every_conditioning_parameter(name):
 
 
 @pytest.mark.parametrize('train', ['conditioning', 'backbone'])
-def test_freezing_updates_only_the_trained_part(train):
+def test_freezing_splits_off_the_trained_part(train):
+  """Every conditioner leaf (and only those) trains under 'conditioning'; the
+  rest under 'backbone'. test_freezing checks the step built on the split."""
   params = cm.params('global')
-  optimizer = freezing.freeze(optax.adam(1e-2), params, train=train)
-  # Any nonzero gradient moves a trained parameter under adam.
-  grads = jax.tree.map(jnp.ones_like, params)
-  updates, _ = optimizer.update(grads, optimizer.init(params), params)
-  new = optax.apply_updates(params, updates)
-  old_leaves = jax.tree_util.tree_leaves_with_path(params)
-  assert len(old_leaves) == len(jax.tree_util.tree_leaves(new))
-  for (path, old), updated in zip(old_leaves, jax.tree_util.tree_leaves(new)):
-    in_conditioner = jax.tree_util.keystr(path).startswith("['conditioner']")
-    trained = in_conditioner == (train == 'conditioning')
-    changed = not np.array_equal(old, updated)
-    assert changed == trained, jax.tree_util.keystr(path)
+  trainable, frozen = freezing.split(params, train)
+  paths = lambda tree: {jax.tree_util.keystr(p) for p, _ in
+                        jax.tree_util.tree_leaves_with_path(tree)}
+  assert paths(trainable) | paths(frozen) == paths(params)
+  assert not paths(trainable) & paths(frozen)
+  conditioner = {p for p in paths(params) if p.startswith("['conditioner']")}
+  assert paths(trainable) == (conditioner if train == 'conditioning'
+                              else paths(params) - conditioner)
 
 
 def test_freezing_all_keeps_the_optimizer_and_checks_its_argument():
