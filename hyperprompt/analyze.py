@@ -32,6 +32,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
+from hyperprompt import atomic_files
 from hyperprompt.network import encoder_valid_positions
 
 MASS = 'prefix_attention_mass'
@@ -204,7 +205,8 @@ def _heatmap(matrix: np.ndarray, row_labels, col_labels, title: str,
   ax.set_title(title, fontsize=9)
   fig.colorbar(image, ax=ax, label='mass on prompts')
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  with atomic_files.open_for_write(path, 'wb') as f:
+    fig.savefig(f, format='png', dpi=110)
   plt.close(fig)
 
 
@@ -330,7 +332,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
                  args.batch_size))
     print(name, json.dumps(results[name]))
   os.makedirs(args.output, exist_ok=True)
-  with open(os.path.join(args.output, f'{MASS}.json'), 'w') as f:
+  with atomic_files.open_for_write(os.path.join(args.output,
+                                                f'{MASS}.json')) as f:
     json.dump({'checkpoint': args.checkpoint, 'step': args.step,
                'split': args.split, 'num_examples': args.num_examples,
                'masses': results}, f, indent=1)

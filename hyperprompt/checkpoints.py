@@ -5,7 +5,15 @@ Layout of `<model_dir>/checkpoints/<step>/`:
   params/     the parameter tree (sharded arrays, tensorstore)
   opt_state/  the optimizer state
   meta/       JSON: step, batches consumed, task vocabulary
+  checksums.json  CRC32 and size of every other file of the step
 and `<model_dir>/checkpoints/task_vocabulary.json` beside them.
+
+Checksums are recorded once a save is on disk and verified before a
+restore, so a truncated or bit-flipped file is reported by step and file
+instead of surfacing as a TensorStore traceback or, worse, as NaN losses.
+A step that cannot be read names the previous step; `train` resumes from it
+(moving the bad step to MODEL_DIR/corrupt_checkpoints/) when
+`Checkpointer.fall_back_to_previous` is set.
 
 Orbax writes each step into a temporary directory and renames it when every
 item is complete, so a crash during a save leaves no checkpoint that restores
@@ -16,21 +24,116 @@ deterministic (fixed seed), so a resumed run skips that many batches and
 continues with exactly the batches an uninterrupted run would see.
 """
 import dataclasses
+import json
 import logging
 import os
-from typing import Any, Collection, Mapping, Optional, Sequence
+import zlib
+from typing import Any, Collection, Dict, Mapping, Optional, Sequence
 
 from etils import epath
 import gin
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorflow as tf
 
 from hyperprompt.tasks.task_vocab import TaskVocabulary
 
 CHECKPOINTS = 'checkpoints'
 TASK_VOCABULARY_FILE = 'task_vocabulary.json'
 _ITEMS = ('params', 'opt_state', 'meta')
+CHECKSUMS_FILE = 'checksums.json'
+CORRUPT_CHECKPOINTS = 'corrupt_checkpoints'
+_CHUNK = 1 << 24
+
+
+class CorruptCheckpointError(ValueError):
+  """A checkpoint step whose files fail their checksums or cannot be read."""
+
+  def __init__(self, message: str, step: int):
+    super().__init__(message)
+    self.step = step
+
+
+class _StepUnreadable(Exception):
+  """Internal: restoring a step failed; the cause is the reason."""
+
+
+class CheckpointSaveError(OSError):
+  """A checkpoint save that failed (in the background, for async saves)."""
+
+
+def _crc32(path: str) -> int:
+  crc = 0
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    while chunk := f.read(_CHUNK):
+      crc = zlib.crc32(chunk, crc)
+  return crc
+
+
+def file_checksums(step_dir: str) -> Dict[str, Dict[str, int]]:
+  """{path relative to `step_dir`: {'crc32', 'bytes'}} of its files."""
+  sums = {}
+  for directory, _, files in tf.io.gfile.walk(step_dir):
+    for name in files:
+      path = os.path.join(directory, name)
+      relative = os.path.relpath(path, step_dir)
+      if relative != CHECKSUMS_FILE:
+        sums[relative] = {'crc32': _crc32(path),
+                          'bytes': tf.io.gfile.stat(path).length}
+  return sums
+
+
+def write_checksums(step_dir: str) -> None:
+  from hyperprompt import atomic_files  # pylint: disable=g-import-not-at-top
+  atomic_files.write_text(os.path.join(step_dir, CHECKSUMS_FILE), json.dumps(
+      file_checksums(step_dir), indent=0, sort_keys=True))
+
+
+def verify_checksums(directory: str, step: int) -> bool:
+  """Checks step `step` of the checkpoints `directory` against its record.
+
+  Returns False if the step has no checksums (saved by an older version, or
+  killed before they were written); raises CorruptCheckpointError naming
+  the step and the first file that differs.
+  """
+  step_dir = os.path.join(directory, str(step))
+  record = os.path.join(step_dir, CHECKSUMS_FILE)
+  if not tf.io.gfile.exists(record):
+    return False
+  with tf.io.gfile.GFile(record) as f:
+    expected = json.load(f)
+  for relative, want in sorted(expected.items()):
+    path = os.path.join(step_dir, relative)
+    if not tf.io.gfile.exists(path):
+      problem = 'is missing'
+    elif tf.io.gfile.stat(path).length != want['bytes']:
+      problem = (f'has {tf.io.gfile.stat(path).length} bytes, '
+                 f'{want["bytes"]} when saved (truncated?)')
+    elif _crc32(path) != want['crc32']:
+      problem = 'does not match its checksum (its bytes changed since saved)'
+    else:
+      continue
+    raise CorruptCheckpointError(
+        f'Checkpoint step {step} cannot be read: {path} {problem}.', step)
+  return True
+
+
+def _unreadable(directory: str, step: int, error: Exception,
+                earlier_steps: Sequence[int], hint: str) -> Exception:
+  """The error for a step whose restore failed, naming the previous step."""
+  if isinstance(error, CorruptCheckpointError):
+    message = str(error)
+  else:
+    message = (f'Checkpoint step {step} in {directory} cannot be read '
+               f'({type(error).__name__}: {" ".join(str(error).split())[:300]})'
+               '.')
+  previous = [s for s in earlier_steps if s < step]
+  if previous:
+    message += f' The previous step is {max(previous)}: {hint}'
+  else:
+    message += ' There is no earlier step in this directory.'
+  return CorruptCheckpointError(message, step)
 
 
 @dataclasses.dataclass
@@ -57,12 +160,23 @@ class Checkpointer:
     keep: how many of the latest checkpoints to keep (best ones are kept in
       addition, see `keep_step`).
     async_save: write in a background thread while training continues.
+    checksums: record each file's CRC32 once a save is on disk (this reads
+      the step back once) and verify it before restoring.
+    fall_back_to_previous: when the latest step cannot be read, move it to
+      MODEL_DIR/corrupt_checkpoints/ and restore the previous step (with a
+      warning) instead of stopping.
   """
 
   def __init__(self, model_dir: str, task_vocabulary: TaskVocabulary,
-               keep: int = 3, async_save: bool = True):
+               keep: int = 3, async_save: bool = True,
+               checksums: bool = True, fall_back_to_previous: bool = False):
+    self.model_dir = model_dir
     self.directory = checkpoint_dir(model_dir)
     self.task_vocabulary = task_vocabulary
+    self.checksums = checksums
+    self.fall_back_to_previous = fall_back_to_previous
+    # The step saved last, until its checksums are written.
+    self._unrecorded: Optional[int] = None
     self._best = set()
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=1,  # The runner decides when to save.
@@ -86,19 +200,61 @@ class Checkpointer:
     return list(self.manager.all_steps())
 
   def save(self, state, batches_consumed: int) -> None:
-    """Saves `state` (a trainer.TrainState) at its step."""
+    """Saves `state` (a trainer.TrainState) at its step.
+
+    Raises CheckpointSaveError if this or the previous (background) save
+    failed.
+    """
+    # Orbax waits for the previous save here anyway; its checksums follow.
+    self._record_checksums()
     step = int(jax.device_get(state.step))
     meta = {'step': step, 'batches_consumed': int(batches_consumed),
             'task_names': list(self.task_vocabulary.names)}
-    self.manager.save(step, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(state.params),
-        opt_state=ocp.args.StandardSave(state.opt_state),
-        meta=ocp.args.JsonSave(meta)), force=True)
+    try:
+      self.manager.save(step, args=ocp.args.Composite(
+          params=ocp.args.StandardSave(state.params),
+          opt_state=ocp.args.StandardSave(state.opt_state),
+          meta=ocp.args.JsonSave(meta)), force=True)
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(step, e) from e
+    self._unrecorded = step
     logging.info('Saving checkpoint of step %d in %s.', step, self.directory)
 
+  def _save_error(self, step: Optional[int], error: Exception):
+    saved = [s for s in self.all_steps() if step is None or s < step]
+    return CheckpointSaveError(
+        f'Saving the checkpoint of step {step} in {self.directory} failed: '
+        f'{type(error).__name__}: {" ".join(str(error).split())[:300]}. '
+        'Training stopped; ' + (f'the last complete checkpoint is step '
+                                f'{max(saved)}.' if saved else
+                                'no checkpoint was completed.'))
+
+  def check_for_errors(self) -> None:
+    """Raises CheckpointSaveError at once if a background save failed.
+
+    Cheap (no waiting): call it every step, so that training does not go on
+    for a whole checkpoint period after a save failed.
+    """
+    try:
+      self.manager.check_for_errors()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(self._unrecorded, e) from e
+
+  def _record_checksums(self) -> None:
+    if self._unrecorded is None:
+      return
+    step, self._unrecorded = self._unrecorded, None
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(step, e) from e
+    if self.checksums and jax.process_index() == 0:
+      write_checksums(os.path.join(self.directory, str(step)))
+
   def wait(self) -> None:
-    """Blocks until background saves are on disk."""
+    """Blocks until background saves are on disk (and checksummed)."""
     self.manager.wait_until_finished()
+    self._record_checksums()
 
   def restore(self, abstract_state, step: Optional[int] = None):
     """Restores (state, batches_consumed) at `step` (default: latest).
@@ -111,16 +267,54 @@ class Checkpointer:
     Raises:
       FileNotFoundError: no checkpoint.
       ValueError: the checkpoint's task vocabulary differs from the run's.
+      CorruptCheckpointError: the step's files fail their checksums or
+        cannot be read (unless `fall_back_to_previous` and there is an
+        earlier step, which is then restored).
     """
+    latest = step is None
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f'No checkpoint in {self.directory}.')
-    meta = self.manager.restore(
-        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    try:
+      return self._restore_step(abstract_state, step)
+    except _StepUnreadable as e:
+      error = e.__cause__
+    earlier = [s for s in self.all_steps() if s < step]
+    if not (latest and self.fall_back_to_previous and earlier):
+      raise _unreadable(
+          self.directory, step, error, earlier,
+          'resume from it by rerunning with '
+          '--gin.Checkpointer.fall_back_to_previous=True (step '
+          f'{step} is then moved to {self.model_dir}/{CORRUPT_CHECKPOINTS}/).'
+      ) from error
+    aside = os.path.join(self.model_dir, CORRUPT_CHECKPOINTS, str(step))
+    logging.warning('Checkpoint step %d cannot be read (%s); moving it to %s '
+                    'and resuming from step %d.', step, error, aside,
+                    max(earlier))
+    if jax.process_index() == 0:
+      tf.io.gfile.makedirs(os.path.dirname(aside))
+      tf.io.gfile.rename(os.path.join(self.directory, str(step)), aside,
+                         overwrite=True)
+    self.manager.reload()
+    return self.restore(abstract_state)
+
+  def _restore_step(self, abstract_state, step: int):
+    """Restores `step`; raises _StepUnreadable from any read failure."""
+    try:
+      if self.checksums:
+        verify_checksums(self.directory, step)
+      meta = self.manager.restore(
+          step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    except Exception as e:  # pylint: disable=broad-except
+      raise _StepUnreadable() from e
+    # A different task vocabulary is the run's mistake, not corruption.
     self.task_vocabulary.check_matches(TaskVocabulary(meta['task_names']))
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract_state.params),
-        opt_state=ocp.args.StandardRestore(abstract_state.opt_state)))
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          params=ocp.args.StandardRestore(abstract_state.params),
+          opt_state=ocp.args.StandardRestore(abstract_state.opt_state)))
+    except Exception as e:  # pylint: disable=broad-except
+      raise _StepUnreadable() from e
     state = abstract_state.replace(
         step=jax.device_put(np.int32(meta['step']),
                             abstract_state.step.sharding),
@@ -130,8 +324,16 @@ class Checkpointer:
     return state, meta['batches_consumed']
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
+    self.wait()
     self.manager.close()
+
+
+def _checkpoints_directory(checkpoint_dir_or_model_dir: str) -> str:
+  directory = checkpoint_dir_or_model_dir
+  if os.path.basename(os.path.normpath(directory)) != CHECKPOINTS and (
+      os.path.isdir(os.path.join(directory, CHECKPOINTS))):
+    directory = os.path.join(directory, CHECKPOINTS)
+  return directory
 
 
 def restore_params(checkpoint_dir_or_model_dir: str,
@@ -147,27 +349,35 @@ def restore_params(checkpoint_dir_or_model_dir: str,
       restore onto; without it, arrays come back as host NumPy arrays.
     task_vocabulary: if given, checked against the checkpoint's.
   """
-  directory = checkpoint_dir_or_model_dir
-  if os.path.basename(os.path.normpath(directory)) != CHECKPOINTS and (
-      os.path.isdir(os.path.join(directory, CHECKPOINTS))):
-    directory = os.path.join(directory, CHECKPOINTS)
+  directory = _checkpoints_directory(checkpoint_dir_or_model_dir)
   manager = ocp.CheckpointManager(
       directory, item_names=_ITEMS,
       options=ocp.CheckpointManagerOptions(read_only=True, create=False))
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {directory}.')
-  if task_vocabulary is not None:
+  try:
+    verify_checksums(directory, step)
     meta = manager.restore(
         step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+  except Exception as e:  # pylint: disable=broad-except
+    raise _unreadable(directory, step, e, manager.all_steps(),
+                      'pass it as the step to read (--step, or '
+                      'CHECKPOINT_STEP in gin).') from e
+  if task_vocabulary is not None:
     task_vocabulary.check_matches(TaskVocabulary(meta['task_names']))
-  if abstract_params is None:
-    metadata = manager.item_metadata(step)['params']
-    abstract_params = jax.tree.map(
-        lambda m: np.empty(m.shape, m.dtype), metadata,
-        is_leaf=lambda m: hasattr(m, 'shape'))
-  params = manager.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(abstract_params)))['params']
+  try:
+    if abstract_params is None:
+      metadata = manager.item_metadata(step)['params']
+      abstract_params = jax.tree.map(
+          lambda m: np.empty(m.shape, m.dtype), metadata,
+          is_leaf=lambda m: hasattr(m, 'shape'))
+    params = manager.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_params)))['params']
+  except Exception as e:  # pylint: disable=broad-except
+    raise _unreadable(directory, step, e, manager.all_steps(),
+                      'pass it as the step to read (--step, or '
+                      'CHECKPOINT_STEP in gin).') from e
   manager.close()
   return params
 
@@ -179,6 +389,15 @@ def latest_step(model_dir: str) -> Optional[int]:
     return None
   steps = ocp.utils.checkpoint_steps(directory)
   return max(steps) if steps else None
+
+
+def saved_task_names(checkpoint_dir_or_model_dir: str) -> Optional[list]:
+  """The task names saved beside a run's checkpoints, or None if absent."""
+  directory = _checkpoints_directory(checkpoint_dir_or_model_dir)
+  path = os.path.join(directory, TASK_VOCABULARY_FILE)
+  if not epath.Path(path).exists():
+    return None
+  return list(TaskVocabulary.load(path).names)
 
 
 def restore_task_vocabulary(model_dir: str) -> TaskVocabulary:

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 
+from hyperprompt import atomic_files
 from hyperprompt import main
 from hyperprompt import runner
 
@@ -71,7 +72,8 @@ def console_main():
   results = run(root, extra)
   print(f'\nValidation scores (%) at the last step; runs in {root}\n')
   print(table(results))
-  with open(os.path.join(root, 'demo_results.json'), 'w') as f:
+  with atomic_files.open_for_write(os.path.join(root,
+                                                'demo_results.json')) as f:
     json.dump(results, f, indent=1)
 
 

@@ -5,7 +5,9 @@
 
 Works for any prefix-producing conditioner (HyperPrompt share/sep/global,
 prefix tuning, precomputed). The file format is described in
-hyperprompt/conditioning/precomputed.py. Serving the backbone with
+hyperprompt/conditioning/precomputed.py; it records the run's task names,
+and is replaced only once the new one is complete. A conditioner without
+prefixes (none.gin) is refused instead of writing an empty file. Serving the backbone with
 `gin/models/conditioners/precomputed.gin` and `PREFIX_FILE` set to the file
 gives the same logits as the exported model, without its hypernetwork.
 """
@@ -33,7 +35,13 @@ def export_prefixes(model: Transformer, params) -> Dict[str, np.ndarray]:
   all_tasks = jnp.arange(model.conditioner.num_tasks)
   conditioning = model.apply({'params': params}, all_tasks,
                              method=model.condition)
-  return precomputed.stack_prefixes(conditioning)
+  prefixes = precomputed.stack_prefixes(conditioning)
+  if not prefixes:
+    raise ValueError(
+        f'{type(model.conditioner).__name__} produces no key/value prefixes, '
+        'so there is nothing to export; pass the conditioner file the run '
+        'was trained with (HyperPrompt or prefix tuning).')
+  return prefixes
 
 
 def main(argv=None) -> None:
@@ -49,7 +57,8 @@ def main(argv=None) -> None:
   model = gin_cli.transformer()
   params = checkpoints.restore_params(args.checkpoint, args.step)
   prefixes = export_prefixes(model, params)
-  precomputed.save_prefixes(args.output, prefixes)
+  task_names = checkpoints.saved_task_names(args.checkpoint)
+  precomputed.save_prefixes(args.output, prefixes, task_names)
   for name, array in sorted(prefixes.items()):
     print(f'{name}: {array.shape}')
   print(f'Wrote {args.output}.')

@@ -65,6 +65,40 @@ def test_export_rejects_a_conditioner_without_prefixes():
     export.export_prefixes(cm.model('adapters'), cm.params('adapters'))
 
 
+def test_export_without_prefixes_is_refused_and_the_old_file_kept(tmp_path):
+  from hyperprompt.conditioning import none  # pylint: disable=g-import-not-at-top
+  path = tmp_path / 'prefixes.npz'
+  precomputed.save_prefixes(
+      str(path), export.export_prefixes(cm.model('share'), cm.params('share')))
+  good = path.read_bytes()
+  vanilla = Transformer(cm.CONFIG, none.NoConditioning(cm.NUM_TASKS))
+  with pytest.raises(ValueError, match='NoConditioning produces no key/value '
+                     'prefixes'):
+    export.export_prefixes(vanilla, cm.init(vanilla))
+  with pytest.raises(ValueError, match='No prefixes to write'):
+    precomputed.save_prefixes(str(path), {})
+  assert path.read_bytes() == good
+  assert [p.name for p in tmp_path.iterdir()] == ['prefixes.npz']
+
+
+def test_prefix_file_records_its_tasks_checked_against_the_mixture(tmp_path):
+  path = str(tmp_path / 'prefixes.npz')
+  names = ['hp_a', 'hp_b', 'hp_c']
+  precomputed.save_prefixes(
+      path, export.export_prefixes(cm.model('share'), cm.params('share')),
+      names)
+  assert precomputed.load_task_names(path) == names
+  assert set(precomputed.load_prefixes(path)) <= set(precomputed.NAMES)
+  precomputed.check_task_names(path, names)
+  with pytest.raises(ValueError, match=r"prefixes of the tasks \['hp_a', "
+                     r"'hp_b', 'hp_c'\], but this run's mixture has "
+                     r"\['hp_b', 'hp_a', 'hp_c'\]"):
+    precomputed.check_task_names(path, ['hp_b', 'hp_a', 'hp_c'])
+  with pytest.raises(ValueError, match='2 task names for 3 tasks'):
+    precomputed.save_prefixes(path, precomputed.load_prefixes(path),
+                              names[:2])
+
+
 def test_precomputed_rejects_prefixes_of_another_model(tmp_path):
   path = str(tmp_path / 'prefixes.npz')
   precomputed.save_prefixes(

@@ -9,7 +9,10 @@ File format (NumPy .npz, float32), one pair of arrays per prompted group:
   '{stack}_{kind}_key', '{stack}_{kind}_value'
       [num_tasks, num_layers_of_stack, l, heads, head_dim]
 with (stack, kind) in ('encoder', 'self'), ('decoder', 'self'),
-('decoder', 'cross'); a group that is not prompted is absent.
+('decoder', 'cross'); a group that is not prompted is absent. 'task_names'
+[num_tasks] (strings) names the task of each row, in the order of the
+trained run's task vocabulary; serving checks it against the mixture, since
+a different task order would silently give each task another's prompts.
 
 The prefixes are *parameters initialised from the file*, not constants:
 they then live in the params tree, so they are sharded, checkpointed and
@@ -19,13 +22,15 @@ model is the same params tree. Keep them fixed while tuning the backbone with
 `freezing.freeze(..., train='backbone')`. The file is read only at
 initialisation; afterwards the params (e.g. from a checkpoint) are the truth.
 """
-from typing import Dict, Optional
+import io
+from typing import Dict, List, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperprompt import atomic_files
 from hyperprompt.conditioning import placement as placement_lib
 from hyperprompt.conditioning.interface import Conditioner, Conditioning
 from hyperprompt.config import T5Config
@@ -35,6 +40,7 @@ GROUPS = (('encoder', 'self'), ('decoder', 'self'), ('decoder', 'cross'))
 NAMES = tuple(f'{stack}_{kind}_{part}' for stack, kind in GROUPS
               for part in ('key', 'value'))
 AXES = ('tasks', 'prompt_sites', 'prompt_length', 'heads', 'kv')
+TASK_NAMES = 'task_names'
 
 
 def stack_prefixes(conditioning: Conditioning) -> Dict[str, np.ndarray]:
@@ -67,18 +73,60 @@ def stack_prefixes(conditioning: Conditioning) -> Dict[str, np.ndarray]:
   return arrays
 
 
-def save_prefixes(path: str, prefixes: Dict[str, np.ndarray]) -> None:
+def save_prefixes(path: str, prefixes: Dict[str, np.ndarray],
+                  task_names: Optional[Sequence[str]] = None) -> None:
+  """Writes the prefix file atomically; refuses an empty one.
+
+  Args:
+    path: the .npz to write (replaced only once the new one is complete).
+    prefixes: {name in NAMES: [T, L, l, h, d_h]}.
+    task_names: the T task names, in task-id order.
+  """
   unknown = set(prefixes) - set(NAMES)
   if unknown:
     raise ValueError(f'Unknown prefix arrays {sorted(unknown)}; expected '
                      f'names among {NAMES}.')
-  with open(path, 'wb') as f:
-    np.savez(f, **prefixes)
+  if not prefixes:
+    raise ValueError(f'No prefixes to write to {path}: the conditioner '
+                     'produces no key/value prefixes (export a run of a '
+                     'prefix-producing conditioner: HyperPrompt, prefix '
+                     'tuning).')
+  extra = {}
+  if task_names is not None:
+    num_tasks = next(iter(prefixes.values())).shape[0]
+    if len(task_names) != num_tasks:
+      raise ValueError(f'{len(task_names)} task names for {num_tasks} tasks '
+                       'of prefixes.')
+    extra[TASK_NAMES] = np.array(list(task_names), dtype=str)
+  # zipfile seeks and reads back what it wrote; a GFile cannot.
+  buffer = io.BytesIO()
+  np.savez(buffer, **prefixes, **extra)
+  with atomic_files.open_for_write(path, 'wb') as f:
+    f.write(buffer.getvalue())
+
+
+def load_task_names(path: str) -> Optional[List[str]]:
+  """The task names a prefix file records (None for files without them)."""
+  with np.load(path, allow_pickle=False) as data:
+    if TASK_NAMES not in data.files:
+      return None
+    return [str(name) for name in data[TASK_NAMES]]
+
+
+def check_task_names(path: str, task_names: Sequence[str]) -> None:
+  """Raises ValueError if the file's tasks are not `task_names`, in order."""
+  recorded = load_task_names(path)
+  if recorded is not None and list(recorded) != list(task_names):
+    raise ValueError(
+        f'{path} holds the prefixes of the tasks {recorded}, but this run\'s '
+        f'mixture has {list(task_names)}; serve it with the mixture it was '
+        'trained on (same tasks, same order).')
 
 
 def load_prefixes(path: str) -> Dict[str, np.ndarray]:
   with np.load(path, allow_pickle=False) as data:
-    prefixes = {name: data[name] for name in data.files}
+    prefixes = {name: data[name] for name in data.files
+                if name != TASK_NAMES}
   unknown = set(prefixes) - set(NAMES)
   # Every group needs both its keys and its values.
   unpaired = ({n[:-len('_key')] for n in prefixes if n.endswith('_key')} ^
