@@ -128,15 +128,17 @@ def build_model(conditioner: str, num_tasks: int, size: str = SIZE_GIN,
   return models.EncoderDecoderModel(module, vocabulary, vocabulary)
 
 
-def init_params(model, seed: int):
-  import jax  # pylint: disable=g-import-not-at-top
+def _input_shapes():
   from bench import synthetic_data  # pylint: disable=g-import-not-at-top
-  shapes = {'encoder_input_tokens': (1, synthetic_data.INPUT_LENGTH),
-            'decoder_input_tokens': (1, synthetic_data.TARGET_LENGTH),
-            'task_ids': (1,)}
-  init = jax.jit(lambda rng: model.get_initial_variables(rng, shapes)
-                 ['params'])
-  return init(jax.random.PRNGKey(seed))
+  return {'encoder_input_tokens': (1, synthetic_data.INPUT_LENGTH),
+          'decoder_input_tokens': (1, synthetic_data.TARGET_LENGTH),
+          'task_ids': (1,)}
+
+
+def init_params(model, seed: int):
+  from hyperprompt import partitioning, train_state  # pylint: disable=g-import-not-at-top
+  return train_state.init_params(model, _input_shapes(),
+                                 partitioning.Partitioner(), seed)[0]
 
 
 def save_params(params, path: str) -> None:
@@ -193,16 +195,24 @@ def evaluator(model, data, task_names):
 
 def train(model, params, optimizer, batches, steps: int, evaluate,
           eval_every: int):
-  """Runs `steps` of trainer.train_step; returns (params, evaluations)."""
+  """Runs `steps` of the train_state step (runner.train's); returns
+  (params, evaluations)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from hyperprompt import trainer  # pylint: disable=g-import-not-at-top
-  state = trainer.init_state(params, optimizer)
-  step_fn = jax.jit(functools.partial(trainer.train_step, model, optimizer))
+  from hyperprompt import partitioning, train_state  # pylint: disable=g-import-not-at-top
+  partitioner = partitioning.Partitioner()
+  abstract, params_axes = train_state.abstract_params(model, _input_shapes(),
+                                                      partitioner)
+  shardings = train_state.state_shardings(partitioner, optimizer, abstract,
+                                          params_axes)
+  state = train_state.jit_init_state(partitioner, optimizer, shardings)(
+      jax.device_put(params, shardings.params))
+  step_fn = train_state.jit_train_step(model, optimizer, partitioner,
+                                       shardings)
   dropout_rng = jax.random.PRNGKey(0)  # The study runs without dropout.
   evaluations = []
   for step in range(1, steps + 1):
-    state, metrics = step_fn(state, model.validate_batch(next(batches)),
-                             dropout_rng)
+    state, metrics = step_fn(state, partitioner.global_batch(
+        model.validate_batch(next(batches))), dropout_rng)
     if step % eval_every == 0 or step == steps:
       loss = float(metrics['loss'])
       if not np.isfinite(loss):

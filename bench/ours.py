@@ -1,12 +1,11 @@
 """Our training step and greedy decoding, on the runner's own code path.
 
-The step is `trainer.train_step` jitted exactly as `runner.train` jits it
+The state and step are built by `train_state`, as `runner.train` builds them
 (partitioner shardings, state donated), with the runner's default optimizer
 (Adafactor). Compilations are counted with a `jax.monitoring` listener on
 XLA's backend-compile event, so "no recompilation after the first step" is
 measured, not assumed.
 """
-import functools
 import time
 from typing import Callable, Dict, Optional
 
@@ -19,7 +18,7 @@ from hyperprompt import decoding
 from hyperprompt import models
 from hyperprompt import network
 from hyperprompt import partitioning
-from hyperprompt import runner
+from hyperprompt import train_state
 from hyperprompt import trainer
 from hyperprompt.conditioning import (adapters, hyperformer, hyperprompt,
                                       none, placement, prefix_tuning,
@@ -122,11 +121,21 @@ def build_model(cfg: T5Config, conditioner_name: str, num_tasks: int):
       conditioner
 
 
-def _init(model, batch, partitioner):
+def init_params(model, batch, partitioner):
+  """(params, params_axes) for batches shaped like `batch`, seed 0."""
   shapes = {k: batch[k].shape for k in
             ('encoder_input_tokens', 'decoder_input_tokens', 'task_ids')}
-  params, params_axes = runner.init_params(model, shapes, partitioner, seed=0)
-  return params, params_axes
+  return train_state.init_params(model, shapes, partitioner, seed=0)
+
+
+def train_step(model, optimizer, params, params_axes, partitioner):
+  """(initial state, jitted step) as runner.train builds them."""
+  shardings = train_state.state_shardings(partitioner, optimizer, params,
+                                          params_axes)
+  state = train_state.jit_init_state(partitioner, optimizer,
+                                     shardings)(params)
+  return state, train_state.jit_train_step(model, optimizer, partitioner,
+                                           shardings)
 
 
 def train(cfg: T5Config, conditioner_name: str, batch: Dict[str, np.ndarray],
@@ -145,34 +154,25 @@ def train(cfg: T5Config, conditioner_name: str, batch: Dict[str, np.ndarray],
   model, conditioner = build_model(cfg, conditioner_name, num_tasks)
   partitioner = partitioning.Partitioner()
   batch = model.validate_batch(batch)
-  params, params_axes = _init(model, batch, partitioner)
+  params, params_axes = init_params(model, batch, partitioner)
   optimizer = trainer.make_optimizer(params, train=train_params)
-  shardings = runner._state_shardings(partitioner, optimizer, params,  # pylint: disable=protected-access
-                                      params_axes)
-  with partitioner.context():
-    state = jax.jit(lambda p: trainer.init_state(p, optimizer),
-                    out_shardings=shardings)(params)
-    step_fn = jax.jit(
-        functools.partial(trainer.train_step, model, optimizer),
-        in_shardings=(shardings, partitioner.data_sharding, None),
-        out_shardings=(shardings, partitioner.replicated),
-        donate_argnums=(0,))
-    device_batch = partitioner.global_batch(batch)
-    rng = jax.random.key(0, impl=prng_impl)
-    compiled = step_fn.lower(state, device_batch, rng).compile()
+  state, step_fn = train_step(model, optimizer, params, params_axes,
+                              partitioner)
+  device_batch = partitioner.global_batch(batch)
+  rng = jax.random.key(0, impl=prng_impl)
+  compiled = step_fn.lower(state, device_batch, rng).compile()
   cost = compiled.cost_analysis()
   memory = compiled.memory_analysis()
 
   times = []
-  with partitioner.context():
-    for i in range(warmup + steps):
-      start = time.perf_counter()
-      state, metrics = step_fn(state, device_batch, rng)
-      jax.block_until_ready((state, metrics))
-      if i == 0:
-        compiles_first = counter.count
-      if i >= warmup:
-        times.append(time.perf_counter() - start)
+  for i in range(warmup + steps):
+    start = time.perf_counter()
+    state, metrics = step_fn(state, device_batch, rng)
+    jax.block_until_ready((state, metrics))
+    if i == 0:
+      compiles_first = counter.count
+    if i >= warmup:
+      times.append(time.perf_counter() - start)
   n_params = sum(x.size for x in jax.tree.leaves(params))
   n_cond = sum(x.size for x in jax.tree.leaves(params.get('conditioner', {})))
   return {
@@ -215,7 +215,7 @@ def decode(cfg: T5Config, conditioner_name: str,
   model, _ = build_model(cfg, conditioner_name, num_tasks)
   partitioner = partitioning.Partitioner()
   batch = model.validate_batch(batch)
-  params, _ = _init(model, batch, partitioner)
+  params, _ = init_params(model, batch, partitioner)
   features = {k: batch[k] for k in ('encoder_input_tokens',
                                     'decoder_input_tokens', 'task_ids')}
   with partitioner.context():

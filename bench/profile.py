@@ -10,7 +10,6 @@ the compiled HLO's metadata). Prints the totals per step, largest first.
 """
 import argparse
 import collections
-import functools
 import glob
 import gzip
 import json
@@ -22,7 +21,6 @@ import jax
 from bench import ours
 from bench import workload
 from hyperprompt import partitioning
-from hyperprompt import runner
 from hyperprompt import trainer
 
 _INSTRUCTION = re.compile(
@@ -112,23 +110,16 @@ def train_step_profile(cfg, conditioner_name: str, batch, num_tasks: int):
   model, _ = ours.build_model(cfg, conditioner_name, num_tasks)
   partitioner = partitioning.Partitioner()
   batch = model.validate_batch(batch)
-  params, params_axes = ours._init(model, batch, partitioner)  # pylint: disable=protected-access
+  params, params_axes = ours.init_params(model, batch, partitioner)
   optimizer = trainer.make_optimizer(params)
-  shardings = runner._state_shardings(partitioner, optimizer, params,  # pylint: disable=protected-access
-                                      params_axes)
-  with partitioner.context():
-    device_batch = partitioner.global_batch(batch)
-    state = jax.jit(lambda p: trainer.init_state(p, optimizer),
-                    out_shardings=shardings)(params)
-    step = jax.jit(functools.partial(trainer.train_step, model, optimizer),
-                   in_shardings=(shardings, partitioner.data_sharding, None),
-                   out_shardings=(shardings, partitioner.replicated),
-                   donate_argnums=(0,))
-    rng = jax.random.PRNGKey(0)
-    text = step.lower(state, device_batch, rng).compile().as_text()
-    state, _ = step(state, device_batch, rng)
-    return profile(lambda s, b, r: (step(s, b, r)[0], b, r),
-                   (state, device_batch, rng), text)
+  state, step = ours.train_step(model, optimizer, params, params_axes,
+                                partitioner)
+  device_batch = partitioner.global_batch(batch)
+  rng = jax.random.PRNGKey(0)
+  text = step.lower(state, device_batch, rng).compile().as_text()
+  state, _ = step(state, device_batch, rng)
+  return profile(lambda s, b, r: (step(s, b, r)[0], b, r),
+                 (state, device_batch, rng), text)
 
 
 def decode_profile(cfg, conditioner_name: str, batch, num_tasks: int):
@@ -136,7 +127,7 @@ def decode_profile(cfg, conditioner_name: str, batch, num_tasks: int):
   model, _ = ours.build_model(cfg, conditioner_name, num_tasks)
   partitioner = partitioning.Partitioner()
   batch = model.validate_batch(batch)
-  params, _ = ours._init(model, batch, partitioner)  # pylint: disable=protected-access
+  params, _ = ours.init_params(model, batch, partitioner)
   with partitioner.context():
     device_batch = partitioner.global_batch(batch)
     predict = jax.jit(model.predict_batch)

@@ -17,7 +17,7 @@ In gin (dynamic registration, as t5x's configs):
     decoding.beam_search.alpha = 0.6
 """
 import math
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,31 @@ DecodeFn = Callable[..., Any]
 # Every batch has these; `decoder_loss_weights` defaults to `targets > 0`.
 TOKEN_FEATURES = ('encoder_input_tokens', 'decoder_input_tokens',
                   'decoder_target_tokens')
+# Every feature a model reads (TaskConditionedFeatureConverter's output).
+MODEL_FEATURES = TOKEN_FEATURES + ('decoder_loss_weights', 'task_ids')
+
+
+class Model(Protocol):
+  """What runner, evaluation and train_state need of a model, as
+  `EncoderDecoderModel` provides it (the t5x bridge's model serves t5x's own
+  loops instead)."""
+
+  FEATURE_CONVERTER_CLS: type
+  num_tasks: Optional[int]
+
+  def validate_batch(self, batch: Mapping[str, Any]) -> dict: ...
+
+  def get_initial_variables(self, rng: jax.Array,
+                            input_shapes: Mapping[str, tuple],
+                            input_types: Optional[Mapping[str, Any]] = None
+                            ) -> Mapping[str, Any]: ...
+
+  def loss_fn(self, params, batch: Batch,
+              dropout_rng: Optional[jax.Array]) -> tuple: ...
+
+  def score_batch(self, params, batch: Batch) -> jax.Array: ...
+
+  def predict_batch(self, params, batch: Batch) -> jax.Array: ...
 
 
 def _smoothing_constant(label_smoothing: float, vocab_size: int) -> float:

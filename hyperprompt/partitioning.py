@@ -259,6 +259,12 @@ class Partitioner:
     def call(*args):
       with self.context():
         return jitted(*args)
+
+    def lower(*args):
+      with self.context():
+        return jitted.lower(*args)
+    # Ahead-of-time lowering (XLA cost and memory analysis) in the same scope.
+    call.lower = lower
     return call
 
 

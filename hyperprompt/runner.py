@@ -1,11 +1,11 @@
-"""The train, eval and infer loops: every side effect of a run lives here.
+"""The train, eval and infer loops, and the run's logs and curves.
 
     train(model, model_dir, mixture_or_task_name, ...)   # gin: runs/train.gin
     evaluate(model, model_dir, ...)                       # gin: runs/eval.gin
     infer(model, model_dir, ..., output_file)             # gin: runs/infer.gin
 
-A step is `trainer.train_step`, jitted with the shardings of
-`partitioning.Partitioner`; state is saved by `checkpoints.Checkpointer`.
+The state and the step are built by `train_state`, evaluation is
+`evaluation.Evaluator`, state is saved by `checkpoints.Checkpointer`.
 """
 import json
 import logging
@@ -13,91 +13,28 @@ import math
 import os
 import signal
 import time
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import gin
 import jax
 from jax.experimental import multihost_utils
-import jax.numpy as jnp
 import numpy as np
 import seqio
 import tensorflow as tf
 
 from hyperprompt import checkpoints
 from hyperprompt import data
+from hyperprompt import evaluation
+from hyperprompt import models
 from hyperprompt import partitioning
+from hyperprompt import train_state
 from hyperprompt import trainer
 from hyperprompt.tasks import mixtures
 
-BEST_CHECKPOINTS_FILE = 'best_checkpoints.json'
 # Dropout key implementations train() accepts (jax.random.key's `impl`).
 PRNG_IMPLS = ('threefry2x32', 'rbg', 'unsafe_rbg')
 HISTORY_FILE = 'history.jsonl'
 CURVES_FILE = 'curves.png'
-
-
-# --- Setup shared by train, eval and infer -----------------------------------
-
-def _input_shapes(model, task_feature_lengths, batch_size):
-  lengths = data.model_feature_lengths(task_feature_lengths, model)
-  return {
-      'encoder_input_tokens': (batch_size, lengths['encoder_input_tokens']),
-      'decoder_input_tokens': (batch_size, lengths['decoder_input_tokens']),
-      'task_ids': (batch_size,),
-  }
-
-
-def _input_types(shapes):
-  return {k: jnp.int32 for k in shapes}
-
-
-def abstract_params(model, input_shapes, partitioner):
-  """(params as ShapeDtypeStructs with shardings, params_axes)."""
-  variables = jax.eval_shape(
-      lambda: model.get_initial_variables(
-          jax.random.PRNGKey(0), input_shapes, _input_types(input_shapes)))
-  params_axes = variables['params_axes']
-  shardings = partitioner.param_shardings(params_axes, variables['params'])
-  params = jax.tree.map(
-      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-      variables['params'], shardings)
-  return params, params_axes
-
-
-def init_params(model, input_shapes, partitioner, seed: int,
-                initial_checkpoint_path: Optional[str] = None):
-  """Fresh parameters created sharded (never whole on one host), or a
-  pretrained backbone loaded into them."""
-  abstract, params_axes = abstract_params(model, input_shapes, partitioner)
-  shardings = jax.tree.map(lambda a: a.sharding, abstract)
-  init = partitioner.jit(
-      lambda rng: model.get_initial_variables(
-          rng, input_shapes, _input_types(input_shapes))['params'],
-      in_shardings=None, out_shardings=shardings)
-  params = init(jax.random.PRNGKey(seed))
-  if initial_checkpoint_path:
-    params = load_pretrained(initial_checkpoint_path, params, shardings)
-  return params, params_axes
-
-
-def load_pretrained(path: str, params, shardings):
-  """Loads a pretrained backbone into `params` (conditioner stays fresh)."""
-  from hyperprompt import pretrained  # pylint: disable=g-import-not-at-top
-  # The freshly initialised params are the template: whatever the checkpoint
-  # lacks (the conditioner) keeps its initial values.
-  loaded = pretrained.load_pretrained(path, jax.device_get(params))
-  return jax.tree.map(lambda v, sh: jax.device_put(np.asarray(v), sh),
-                      loaded, shardings)
-
-
-def _state_shardings(partitioner, optimizer, params, params_axes):
-  abstract = jax.eval_shape(lambda p: trainer.init_state(p, optimizer),
-                            params)
-  opt_shardings = partitioner.state_shardings(abstract.opt_state, params_axes,
-                                              params)
-  param_shardings = jax.tree.map(lambda x: x.sharding, params)
-  return trainer.TrainState(step=partitioner.replicated,
-                            params=param_shardings, opt_state=opt_shardings)
 
 
 def _finite_or_raise(loss: float, step: int, model_dir: str,
@@ -194,122 +131,11 @@ class _History:
     self.writer.close()
 
 
-# --- Evaluation ----------------------------------------------------------------
-
-class Evaluator:
-  """Each task's seqio metrics, via our model's predict and score functions.
-
-  Does what seqio.Evaluator does (decode, postprocess targets and
-  predictions with the task's postprocess_fn, apply its predict and score
-  metric functions) on our sharded, partitioned batches. Every host runs the
-  whole eval set; each contributes its rows of every global batch, and
-  outputs come back replicated.
-  """
-
-  def __init__(self, model, partitioner, mixture_or_task_name: str,
-               task_feature_lengths: Mapping[str, int], batch_size: int,
-               split: str = 'validation', num_examples: Optional[int] = None):
-    self.model, self.partitioner = model, partitioner
-    self.batch_size = batch_size
-    self.rows = partitioner.host_rows(batch_size)
-    self.tasks = [t for t in seqio.get_subtasks(
-        seqio.get_mixture_or_task(mixture_or_task_name))
-                  if t.predict_metric_fns or t.score_metric_fns]
-    converter = data.feature_converter(model)
-    self.examples, self.features = {}, {}
-    for task in self.tasks:
-      ds = task.get_dataset(dict(task_feature_lengths), split=split,
-                            shuffle=False, num_epochs=1, use_cached=False)
-      if num_examples is not None:
-        ds = ds.take(num_examples)
-      ds = ds.cache()
-      self.examples[task.name] = list(ds.as_numpy_iterator())
-      self.features[task.name] = converter(ds, task_feature_lengths)
-    replicated = partitioner.replicated
-    self._predict = partitioner.jit(
-        lambda params, batch: model.predict_batch(params, batch),
-        in_shardings=None, out_shardings=replicated)
-    self._score = partitioner.jit(
-        lambda params, batch: model.score_batch(params, batch),
-        in_shardings=None, out_shardings=replicated)
-
-  def _run(self, fn, params, ds) -> list:
-    outputs = []
-    for batch, n in data.padded_batches(ds, self.batch_size,
-                                        features=_MODEL_FEATURES):
-      batch = self.model.validate_batch(batch)
-      host = {k: v[self.rows] for k, v in batch.items()}
-      out = jax.device_get(fn(params, self.partitioner.global_batch(host)))
-      outputs.extend(np.asarray(out)[:n].tolist())
-    return outputs
-
-  def evaluate(self, params, step: int) -> Dict[str, Dict[str, float]]:
-    """{task: {metric: value}} on the eval split."""
-    del step
-    results = {}
-    for task in self.tasks:
-      examples = self.examples[task.name]
-      vocab = task.output_features['targets'].vocabulary
-      targets = [task.postprocess_fn(_target_text(ex, vocab), example=ex,
-                                     is_target=True) for ex in examples]
-      values = {}
-      if task.predict_metric_fns:
-        tokens = self._run(self._predict, params, self.features[task.name])
-        predictions = [task.postprocess_fn(vocab.decode(t), example=ex,
-                                           is_target=False)
-                       for t, ex in zip(tokens, examples)]
-        for metric_fn in task.predict_metric_fns:
-          values.update(metric_fn(targets, predictions))
-      if task.score_metric_fns:
-        scores = self._run(self._score, params, self.features[task.name])
-        for metric_fn in task.score_metric_fns:
-          values.update(metric_fn(targets, scores))
-      results[task.name] = {k: float(v) for k, v in values.items()}
-    return results
-
-
-_MODEL_FEATURES = ('encoder_input_tokens', 'decoder_input_tokens',
-                   'decoder_target_tokens', 'decoder_loss_weights', 'task_ids')
-
-
-def _target_text(example, vocab) -> str:
-  if 'targets_pretokenized' in example:
-    text = example['targets_pretokenized']
-    return text.decode('utf-8') if isinstance(text, bytes) else text
-  return vocab.decode(example['targets'].tolist())
-
-
-def record_best(model_dir: str, step: int,
-                task_metrics: Mapping[str, Mapping[str, float]]
-                ) -> Dict[str, Any]:
-  """Updates MODEL_DIR/best_checkpoints.json with this evaluation.
-
-  As T5 (and the paper) report, each task's score is its best over the
-  evaluated checkpoints; a task with several metrics is scored by their mean.
-  Returns the updated {task: {'step', 'score', 'metrics'}}.
-  """
-  path = os.path.join(model_dir, BEST_CHECKPOINTS_FILE)
-  best = {}
-  if tf.io.gfile.exists(path):
-    with tf.io.gfile.GFile(path) as f:
-      best = json.load(f)
-  for task, values in task_metrics.items():
-    if not values:
-      continue
-    score = float(np.mean(list(values.values())))
-    if task not in best or score > best[task]['score']:
-      best[task] = {'step': int(step), 'score': score, 'metrics': dict(values)}
-  if jax.process_index() == 0:
-    with tf.io.gfile.GFile(path, 'w') as f:
-      json.dump(best, f, indent=1, sort_keys=True)
-  return best
-
-
 # --- Train --------------------------------------------------------------------
 
 @gin.configurable(module='hyperprompt.runner', denylist=['train_batches'])
 def train(*,
-          model,
+          model: models.Model,
           model_dir: str = gin.REQUIRED,
           mixture_or_task_name: str = gin.REQUIRED,
           task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
@@ -335,7 +161,7 @@ def train(*,
   """Trains (or resumes training) until `train_steps`.
 
   Args:
-    model: an EncoderDecoderModel (models.py).
+    model: a models.Model (an EncoderDecoderModel).
     model_dir: checkpoints, TensorBoard events, best_checkpoints.json,
       history and curves go here (local or gs://).
     mixture_or_task_name: a seqio mixture or task from hyperprompt.tasks.
@@ -376,37 +202,30 @@ def train(*,
   task_vocabulary = mixtures.task_vocabulary(mixture_or_task_name)
   _check_model_tasks(model, task_vocabulary)
   tf.io.gfile.makedirs(model_dir)
-  input_shapes = _input_shapes(model, task_feature_lengths, batch_size)
-  params_abstract, params_axes = abstract_params(model, input_shapes,
-                                                 partitioner)
+  input_shapes = train_state.input_shapes(model, task_feature_lengths,
+                                          batch_size)
+  params_abstract, params_axes = train_state.abstract_params(
+      model, input_shapes, partitioner)
   optimizer = make_optimizer(params_abstract)
-  shardings = _state_shardings(partitioner, optimizer, params_abstract,
-                               params_axes)
+  shardings = train_state.state_shardings(partitioner, optimizer,
+                                          params_abstract, params_axes)
   ckpt = checkpoints.Checkpointer(model_dir, task_vocabulary,
                                   keep=keep_checkpoints)
   if ckpt.latest_step() is not None:
-    abstract_state = jax.tree.map(
-        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-        jax.eval_shape(lambda p: trainer.init_state(p, optimizer),
-                       params_abstract), shardings)
-    state, batches_consumed = ckpt.restore(abstract_state)
+    state, batches_consumed = ckpt.restore(train_state.abstract_state(
+        optimizer, params_abstract, shardings))
     last_saved = int(state.step)
   else:
-    params, _ = init_params(model, input_shapes, partitioner, seed,
-                            initial_checkpoint_path)
-    state = partitioner.jit(lambda p: trainer.init_state(p, optimizer),
-                            in_shardings=(shardings.params,),
-                            out_shardings=shardings)(params)
+    params, _ = train_state.init_params(model, input_shapes, partitioner,
+                                        seed, initial_checkpoint_path)
+    state = train_state.jit_init_state(partitioner, optimizer,
+                                       shardings)(params)
     batches_consumed, last_saved = 0, None
-  for best in _load_best_steps(model_dir):
+  for best in evaluation.best_steps(model_dir):
     ckpt.keep_step(best)
 
-  step_fn = partitioner.jit(
-      lambda state, batch, rng: trainer.train_step(model, optimizer, state,
-                                                   batch, rng),
-      in_shardings=(shardings, partitioner.data_sharding, None),
-      out_shardings=(shardings, partitioner.replicated),
-      donate_argnums=(0,))
+  step_fn = train_state.jit_train_step(model, optimizer, partitioner,
+                                       shardings)
   # A typed key: trainer.train_step's fold_in then uses its implementation.
   dropout_rng = jax.random.key(seed + 1, impl=prng_impl)
   rows = partitioner.host_rows(batch_size)
@@ -421,9 +240,10 @@ def train(*,
 
   evaluator = None
   if eval_period != 0:
-    evaluator = Evaluator(model, partitioner, mixture_or_task_name,
-                          task_feature_lengths, eval_batch_size or batch_size,
-                          split=eval_split, num_examples=eval_num_examples)
+    evaluator = evaluation.Evaluator(
+        model, partitioner, mixture_or_task_name, task_feature_lengths,
+        eval_batch_size or batch_size, split=eval_split,
+        num_examples=eval_num_examples)
   history = _History(model_dir)
   preemption = _Preemption()
   pending = _PendingMetrics(model_dir)
@@ -434,9 +254,7 @@ def train(*,
                step, train_steps, batch_size, dict(partitioner.mesh.shape))
   try:
     while step < train_steps:
-      host_batch = next(batches)
-      if hasattr(model, 'validate_batch'):
-        host_batch = model.validate_batch(host_batch)
+      host_batch = model.validate_batch(next(batches))
       window_tokens += _num_tokens(host_batch) * jax.process_count()
       state, metrics = step_fn(state, partitioner.global_batch(host_batch),
                                dropout_rng)
@@ -472,11 +290,12 @@ def train(*,
         ckpt.save(state, batches_consumed)
         last_saved = step
       if evaluate_now:
-        task_metrics = evaluator.evaluate(state.params, step)
+        task_metrics = evaluator.evaluate(state.params)
         history.write(step, {f'eval/{task}/{name}': v
                              for task, values in task_metrics.items()
                              for name, v in values.items()})
-        for task, info in record_best(model_dir, step, task_metrics).items():
+        for info in evaluation.record_best(model_dir, step,
+                                           task_metrics).values():
           ckpt.keep_step(info['step'])
         logging.info('eval at step %d: %s', step, task_metrics)
       if preemption.reached(step):
@@ -507,20 +326,12 @@ def _duration(seconds: float) -> str:
 
 
 def _check_model_tasks(model, task_vocabulary):
-  num_tasks = getattr(model, 'num_tasks', None)
+  num_tasks = model.num_tasks
   if num_tasks is not None and num_tasks != len(task_vocabulary):
     raise ValueError(
         f'The model conditions on {num_tasks} tasks but the mixture has '
         f'{len(task_vocabulary)}: {list(task_vocabulary.names)}. Set the '
         "conditioner's num_tasks to the mixture's task count in gin.")
-
-
-def _load_best_steps(model_dir) -> Sequence[int]:
-  path = os.path.join(model_dir, BEST_CHECKPOINTS_FILE)
-  if not tf.io.gfile.exists(path):
-    return []
-  with tf.io.gfile.GFile(path) as f:
-    return sorted({info['step'] for info in json.load(f).values()})
 
 
 def read_history(model_dir: str) -> list:
@@ -576,8 +387,9 @@ def _restored_params(model, model_dir, checkpoint_step, mixture_or_task_name,
         'first or set MODEL_DIR to a trained run.')
   task_vocabulary = mixtures.task_vocabulary(mixture_or_task_name)
   _check_model_tasks(model, task_vocabulary)
-  abstract, _ = abstract_params(
-      model, _input_shapes(model, task_feature_lengths, batch_size),
+  abstract, _ = train_state.abstract_params(
+      model, train_state.input_shapes(model, task_feature_lengths,
+                                      batch_size),
       partitioner)
   return checkpoints.restore_params(model_dir, step, abstract,
                                     task_vocabulary), step
@@ -585,7 +397,7 @@ def _restored_params(model, model_dir, checkpoint_step, mixture_or_task_name,
 
 @gin.configurable(module='hyperprompt.runner')
 def evaluate(*,
-             model,
+             model: models.Model,
              model_dir: str = gin.REQUIRED,
              mixture_or_task_name: str = gin.REQUIRED,
              task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
@@ -601,10 +413,10 @@ def evaluate(*,
   params, step = _restored_params(model, model_dir, checkpoint_step,
                             mixture_or_task_name, task_feature_lengths,
                             batch_size, partitioner)
-  evaluator = Evaluator(model, partitioner, mixture_or_task_name,
-                        task_feature_lengths, batch_size, split=split,
-                        num_examples=num_examples)
-  results = evaluator.evaluate(params, step)
+  evaluator = evaluation.Evaluator(model, partitioner, mixture_or_task_name,
+                                   task_feature_lengths, batch_size,
+                                   split=split, num_examples=num_examples)
+  results = evaluator.evaluate(params)
   for task, values in sorted(results.items()):
     logging.info('%s: %s', task, values)
   if jax.process_index() == 0:
@@ -616,7 +428,7 @@ def evaluate(*,
 
 @gin.configurable(module='hyperprompt.runner')
 def infer(*,
-          model,
+          model: models.Model,
           model_dir: str = gin.REQUIRED,
           mixture_or_task_name: str = gin.REQUIRED,
           task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
@@ -638,10 +450,7 @@ def infer(*,
                             batch_size, partitioner)
   output_file = output_file or os.path.join(
       model_dir, f'infer_{split}_{step}.jsonl')
-  predict = partitioner.jit(lambda p, b: model.predict_batch(p, b),
-                            in_shardings=None,
-                            out_shardings=partitioner.replicated)
-  rows = partitioner.host_rows(batch_size)
+  predict = evaluation.jit_predict(model, partitioner)
   converter = data.feature_converter(model)
   lines = []
   for task in seqio.get_subtasks(seqio.get_mixture_or_task(
@@ -653,19 +462,12 @@ def infer(*,
       ds = ds.take(num_examples)
     in_vocab = task.output_features['inputs'].vocabulary
     out_vocab = task.output_features['targets'].vocabulary
-    for batch, n in data.padded_batches(
-        ds, batch_size, features=_MODEL_FEATURES):
-      if hasattr(model, 'validate_batch'):
-        batch = model.validate_batch(batch)
-      tokens = np.asarray(jax.device_get(predict(
-          params, partitioner.global_batch(
-              {k: v[rows] for k, v in batch.items()}))))
-      for i in range(n):
-        lines.append({
-            'inputs': in_vocab.decode(batch['encoder_input_tokens'][i]
-                                      .tolist()),
-            'prediction': out_vocab.decode(tokens[i].tolist()),
-            'task': task.name})
+    for batch, tokens in evaluation.batch_outputs(
+        predict, params, ds, model, partitioner, batch_size):
+      for inputs, prediction in zip(batch['encoder_input_tokens'], tokens):
+        lines.append({'inputs': in_vocab.decode(inputs.tolist()),
+                      'prediction': out_vocab.decode(prediction.tolist()),
+                      'task': task.name})
   if jax.process_index() == 0:
     with tf.io.gfile.GFile(output_file, 'w') as f:
       for line in lines:

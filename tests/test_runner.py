@@ -58,7 +58,7 @@ def test_initial_checkpoint_keeps_the_fresh_conditioner(tmp_path):
   import numpy as np
   from flax import traverse_util
   import hf_reference
-  from hyperprompt import pretrained, runner
+  from hyperprompt import pretrained, train_state
   from hyperprompt.conditioning.hyperprompt import HyperPromptGlobal
   from hyperprompt.network import Transformer
 
@@ -75,7 +75,7 @@ def test_initial_checkpoint_keeps_the_fresh_conditioner(tmp_path):
       params['params'])
   shardings = jax.tree.map(
       lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), params)
-  loaded = runner.load_pretrained(str(tmp_path), params, shardings)
+  loaded = train_state.load_pretrained(str(tmp_path), params, shardings)
 
   flat = traverse_util.flatten_dict(jax.device_get(loaded), sep='/')
   fresh = traverse_util.flatten_dict(params, sep='/')

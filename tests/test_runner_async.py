@@ -1,7 +1,7 @@
 """runner.train checks each step's loss one step late, which changes nothing
 it trains or saves, and takes the dropout key's PRNG implementation from gin,
-which changes only the dropout masks. The reference is a plain loop of jitted
-trainer.train_step on the same batches; for threefry with the key the runner
+which changes only the dropout masks. The reference is a plain loop of the
+train_state step on the same batches; for threefry with the key the runner
 used before `prng_impl` existed (jax.random.PRNGKey(seed + 1))."""
 import os
 import sys
@@ -10,7 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from hyperprompt import checkpoints, partitioning, runner, trainer
+from hyperprompt import checkpoints, partitioning, runner, train_state
+from hyperprompt import trainer
 from hyperprompt.tasks import mixtures
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -33,22 +34,26 @@ def _batches(skip):
 @pytest.fixture(scope='module')
 def initial_params():
   model = runner_tiny.tiny_model(DROPOUT)
-  shapes = runner._input_shapes(model, runner_tiny.LENGTHS, 8)
-  return runner.init_params(model, shapes, partitioning.Partitioner(),
-                            seed=0)[0]
+  shapes = train_state.input_shapes(model, runner_tiny.LENGTHS, 8)
+  return train_state.init_params(model, shapes, partitioning.Partitioner(),
+                                 seed=0)
 
 
-def _plain_loop(params, dropout_rng):
+def _plain_loop(initial, dropout_rng):
   """({step: params}, {step: loss}) of STEPS steps, no runner."""
+  params, axes = initial
   model = runner_tiny.tiny_model(DROPOUT)
   optimizer = _optimizer(params)
-  # jitted, so the state keeps the same types and shardings: one compile.
-  state = jax.jit(lambda p: trainer.init_state(p, optimizer))(params)
-  step = jax.jit(lambda s, b, r: trainer.train_step(model, optimizer, s, b,
-                                                    r))
+  partitioner = partitioning.Partitioner()
+  shardings = train_state.state_shardings(partitioner, optimizer, params,
+                                          axes)
+  state = train_state.jit_init_state(partitioner, optimizer,
+                                     shardings)(params)
+  step = train_state.jit_train_step(model, optimizer, partitioner, shardings)
   params_at, losses = {}, {}
   for i, batch in zip(range(STEPS), _batches(0)):
-    state, metrics = step(state, model.validate_batch(batch), dropout_rng)
+    state, metrics = step(state, partitioner.global_batch(
+        model.validate_batch(batch)), dropout_rng)
     params_at[i + 1] = jax.device_get(state.params)
     losses[i + 1] = float(metrics['loss'])
   return params_at, losses

@@ -2,7 +2,7 @@
 mesh and multi-process tests, which run it in subprocesses)."""
 import jax
 
-from hyperprompt import runner, trainer
+from hyperprompt import train_state, trainer
 import runner_tiny
 
 
@@ -10,18 +10,15 @@ def losses(partitioner, host_batches):
   """Losses of consecutive train steps; host_batches are this host's rows."""
   model = runner_tiny.tiny_model()
   rows = sum(len(b['task_ids']) for b in host_batches[:1])
-  shapes = runner._input_shapes(model, runner_tiny.LENGTHS,
-                                rows * len(partitioner.processes))
-  params, axes = runner.init_params(model, shapes, partitioner, seed=0)
+  shapes = train_state.input_shapes(model, runner_tiny.LENGTHS,
+                                    rows * len(partitioner.processes))
+  params, axes = train_state.init_params(model, shapes, partitioner, seed=0)
   optimizer = trainer.adafactor(1e-2)
-  shardings = runner._state_shardings(partitioner, optimizer, params, axes)
-  state = partitioner.jit(lambda p: trainer.init_state(p, optimizer),
-                          in_shardings=(shardings.params,),
-                          out_shardings=shardings)(params)
-  step = partitioner.jit(
-      lambda s, b, r: trainer.train_step(model, optimizer, s, b, r),
-      in_shardings=(shardings, partitioner.data_sharding, None),
-      out_shardings=(shardings, partitioner.replicated))
+  shardings = train_state.state_shardings(partitioner, optimizer, params,
+                                          axes)
+  state = train_state.jit_init_state(partitioner, optimizer,
+                                     shardings)(params)
+  step = train_state.jit_train_step(model, optimizer, partitioner, shardings)
   out = []
   for batch in host_batches:
     state, metrics = step(state, partitioner.global_batch(
