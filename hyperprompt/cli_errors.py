@@ -19,6 +19,10 @@ INTERRUPTED_STATUS = 130
 # gin appends where a configurable was called, with the function's address;
 # the message before it already says what is wrong.
 _GIN_CALL = re.compile(r"\s*In call to configurable '[^']*' \(<[^>]*>\)")
+# tf.data wraps an exception raised in Python (a data file's reader) with its
+# traceback; the exception's own line is the last of these.
+_TRACEBACK = 'Traceback (most recent call last):'
+_EXCEPTION_LINE = re.compile(r'^(\w+(?:Error|Exception)): (.+)$', re.MULTILINE)
 
 
 def verbose_requested(argv: Sequence[str]) -> bool:
@@ -29,8 +33,12 @@ def verbose_requested(argv: Sequence[str]) -> bool:
 def one_line(error: BaseException) -> str:
   """`error`'s message on one line, without gin's call-site suffixes."""
   message = _GIN_CALL.sub('', str(error))
-  message = ' '.join(message.split())
   name = type(error).__name__
+  if _TRACEBACK in message:
+    raised = _EXCEPTION_LINE.findall(message.split(_TRACEBACK, 1)[1])
+    if raised:
+      name, message = raised[-1]
+  message = ' '.join(message.split())
   return f'{name}: {message}' if message else name
 
 

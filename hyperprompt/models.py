@@ -32,6 +32,7 @@ Batch = Mapping[str, jax.Array]
 DecodeFn = Callable[..., Any]
 
 # Every batch has these; `decoder_loss_weights` defaults to `targets > 0`.
+# Prediction needs only the first two (the decoder inputs give the length).
 TOKEN_FEATURES = ('encoder_input_tokens', 'decoder_input_tokens',
                   'decoder_target_tokens')
 # Every feature a model reads (TaskConditionedFeatureConverter's output).
@@ -153,13 +154,20 @@ class EncoderDecoderModel:
 
   # Host side.
 
-  def validate_batch(self, batch: Mapping[str, Any]) -> dict:
+  def validate_batch(self, batch: Mapping[str, Any],
+                     needs_targets: bool = True) -> dict:
     """Checks a host (numpy) batch before it goes to the device.
+
+    Args:
+      batch: {feature: [batch, ...] numpy array}.
+      needs_targets: False for prediction (predict_batch), which reads no
+        `decoder_target_tokens`.
 
     Returns the batch with `task_ids` as int32; raises ValueError naming the
     problem otherwise.
     """
-    missing = [k for k in TOKEN_FEATURES if k not in batch]
+    required = TOKEN_FEATURES if needs_targets else TOKEN_FEATURES[:2]
+    missing = [k for k in required if k not in batch]
     if missing:
       raise ValueError(
           f'The batch lacks {missing} (it has {sorted(batch)}). Batches come '

@@ -75,9 +75,37 @@ GLUE = {
 }
 
 
+def _utf8_lines(path: str) -> list[str]:
+  """The file's lines; a byte that is not UTF-8 is named by line."""
+  with tf.io.gfile.GFile(path, "rb") as f:
+    raw = f.read()
+  try:
+    return raw.decode("utf-8").splitlines()
+  except UnicodeDecodeError as e:
+    line = raw[:e.start].count(b"\n") + 1
+    raise ValueError(
+        f"{path} line {line}: byte {raw[e.start]:#04x} is not UTF-8; save "
+        "the file as UTF-8 (as the GLUE/SuperGLUE releases are).") from None
+
+
+def _label(spec: _GlueTsv, text: str, path: str, line: int):
+  """The TFDS label of a label cell; a bad cell is named by file and line."""
+  try:
+    if spec.float_label:
+      return float(text)
+    if spec.label_names:
+      return spec.label_names.index(text)
+    return int(text)
+  except ValueError:
+    expected = (f"one of {list(spec.label_names)}" if spec.label_names else
+                "a number" if spec.float_label else "an integer")
+    raise ValueError(f"{path} line {line}: label {text!r} is not "
+                     f"{expected}.") from None
+
+
 def _glue_rows(spec: _GlueTsv, path: str) -> Iterator[dict]:
-  with tf.io.gfile.GFile(path) as f:
-    lines = f.read().splitlines()
+  lines = _utf8_lines(path)
+  first_row_line = 2 if spec.header else 1
   if spec.header:
     names = lines[0].split("\t")
     lines = lines[1:]
@@ -92,13 +120,8 @@ def _glue_rows(spec: _GlueTsv, path: str) -> Iterator[dict]:
     if len(cells) < width:
       skipped += 1
       continue
-    label = cells[column(spec.label_column)]
-    if spec.float_label:
-      label = float(label)
-    elif spec.label_names:
-      label = spec.label_names.index(label)
-    else:
-      label = int(label)
+    label = _label(spec, cells[column(spec.label_column)], path,
+                   idx + first_row_line)
     yield {**{k: cells[column(c)] for k, c in spec.text_columns.items()},
            "label": label, "idx": idx}
   if skipped:
@@ -129,7 +152,11 @@ def _bool_label(row: dict) -> dict:
 
 
 def _named_label(*names: str) -> Callable[[dict], dict]:
-  return lambda row: {**row, "label": names.index(row["label"])}
+  def convert(row: dict) -> dict:
+    if row["label"] not in names:
+      raise ValueError(f"label {row['label']!r} is not one of {list(names)}")
+    return {**row, "label": names.index(row["label"])}
+  return convert
 
 
 def _wsc(row: dict) -> dict:
@@ -205,13 +232,17 @@ _SUPER_GLUE_FILES = {"train": "train.jsonl", "validation": "val.jsonl"}
 
 
 def _super_glue_rows(spec: _SuperGlueJsonl, path: str) -> Iterator[dict]:
-  with tf.io.gfile.GFile(path) as f:
-    for line in f:
-      if not line.strip():
-        continue
+  for number, line in enumerate(_utf8_lines(path), 1):
+    if not line.strip():
+      continue
+    try:
       converted = spec.convert(json.loads(line))
-      for example in (converted if spec.many else [converted]):
-        yield {k: example[k] for k in spec.signature}
+      examples = list(converted) if spec.many else [converted]
+      rows = [{k: example[k] for k in spec.signature} for example in examples]
+    except (ValueError, KeyError, TypeError) as e:
+      problem = (f"no field {e}" if isinstance(e, KeyError) else str(e))
+      raise ValueError(f"{path} line {number}: {problem}.") from None
+    yield from rows
 
 
 def read_super_glue(task: str, root: str, split: str) -> tf.data.Dataset:

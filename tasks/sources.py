@@ -39,6 +39,7 @@ class BenchmarkSource(seqio.DataSource):
     self._benchmark = benchmark
     self._split_map = dict(splits)
     self._read_local = read_local
+    self._tfds_name = tfds_name
     self._tfds = seqio.TfdsDataSource(tfds_name, splits=self._split_map)
 
   def _local_root(self) -> Optional[str]:
@@ -48,10 +49,24 @@ class BenchmarkSource(seqio.DataSource):
   def supports_arbitrary_sharding(self) -> bool:
     return False
 
+  def _tfds_failed(self, split: str, error: Exception) -> RuntimeError:
+    return RuntimeError(
+        f"TFDS cannot provide {self._tfds_name} split {split!r} "
+        f"({type(error).__name__}: {' '.join(str(error).split())[:200]}). "
+        f"Without network access, unpack the {self._benchmark} release and "
+        f"set --gin.hyperprompt.tasks.sources.local_data_dirs.{self._benchmark}"
+        '=\\"/path/to/it\\" (hyperprompt/tasks/sources.py).')
+
   def list_shards(self, split: str):
-    if self._local_root() is None:
-      return self._tfds.list_shards(split)
-    return [split]
+    if self._local_root() is not None:
+      return [split]
+    try:
+      shards = self._tfds.list_shards(split)
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._tfds_failed(split, e) from e
+    if not shards:
+      raise self._tfds_failed(split, ValueError("no files for the split"))
+    return shards
 
   def get_dataset(self, split: str = "train", shuffle: bool = True,
                   seed: Optional[int] = None,
@@ -60,8 +75,11 @@ class BenchmarkSource(seqio.DataSource):
     del sequence_length, use_cached, num_epochs  # Applied by the Task.
     root = self._local_root()
     if root is None:
-      return self._tfds.get_dataset(split, shuffle=shuffle, seed=seed,
-                                    shard_info=shard_info)
+      try:
+        return self._tfds.get_dataset(split, shuffle=shuffle, seed=seed,
+                                      shard_info=shard_info)
+      except Exception as e:  # pylint: disable=broad-except
+        raise self._tfds_failed(split, e) from e
     # Local files are read in order; the Task shuffles examples afterwards.
     ds = self._read_local(root, self._split_map[split])
     if shard_info is not None:

@@ -22,8 +22,19 @@ T5_EXTRA_IDS = 100  # T5's sentinel tokens; 32000 + 100 = 32100 ids.
 
 @functools.cache
 def _sentencepiece(path: str, extra_ids: int) -> seqio.SentencePieceVocabulary:
-  # One instance per model file so its lazily loaded model is loaded once.
-  return seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
+  """One instance per model file, loaded here so that a file that cannot be
+  read (offline, for T5's on GCS) fails once, naming the gin parameter."""
+  vocabulary = seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
+  try:
+    vocabulary.vocab_size  # pylint: disable=pointless-statement
+  except Exception as e:  # pylint: disable=broad-except
+    raise OSError(
+        f"Cannot read the SentencePiece model {path} ({type(e).__name__}: "
+        f"{' '.join(str(e).split())[:200]}). Without network access, copy "
+        "it to a local file and set --gin.hyperprompt.tasks.text_vocab."
+        'text_vocabulary.sentencepiece_path=\\"/path/to/sentencepiece.model\\".'
+    ) from e
+  return vocabulary
 
 
 @gin.configurable(module="hyperprompt.tasks.text_vocab")

@@ -114,6 +114,13 @@ def test_validate_batch_errors(conditioned):
     model.validate_batch(no_inputs)
   with pytest.raises(ValueError, match=r'task_ids must be \[batch\]'):
     model.validate_batch(dict(batch, task_ids=np.array([0, 1])))
+  no_targets = {k: v for k, v in batch.items()
+                if k not in ('decoder_target_tokens', 'decoder_loss_weights')}
+  with pytest.raises(ValueError, match='lacks .*decoder_target_tokens'):
+    model.validate_batch(no_targets)
+  # Prediction reads no targets.
+  assert 'decoder_target_tokens' not in model.validate_batch(
+      no_targets, needs_targets=False)
   # A plain T5 needs no task ids.
   plain = tm.make_model()
   assert plain.num_tasks is None

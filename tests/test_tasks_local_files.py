@@ -105,3 +105,62 @@ def test_missing_file_says_where_to_point(data_dirs):
   del data_dirs
   with pytest.raises(FileNotFoundError, match="RTE/"):
     _examples("hp_glue_rte", "train")
+
+
+def _one_line_error(task, split):
+  from hyperprompt import cli_errors  # pylint: disable=g-import-not-at-top
+  with pytest.raises(Exception) as error:
+    _examples(task, split)
+  return cli_errors.one_line(error.value)
+
+
+def test_a_byte_that_is_not_utf8_is_named_by_file_and_line(data_dirs,
+                                                           tmp_path):
+  del data_dirs
+  path = tmp_path / "glue_data" / "CoLA" / "dev.tsv"
+  path.write_bytes(b"gj04\t1\t\tThe book.\ngj04\t0\t*\tBook \xe9 the.\n")
+  assert _one_line_error("hp_glue_cola", "validation") == (
+      f"ValueError: {path} line 2: byte 0xe9 is not UTF-8; save the file as "
+      "UTF-8 (as the GLUE/SuperGLUE releases are).")
+
+
+def test_an_unknown_label_is_named_by_file_line_and_value(data_dirs,
+                                                         tmp_path):
+  del data_dirs
+  path = tmp_path / "glue_data" / "MNLI" / "dev_mismatched.tsv"
+  path.write_text("index\tsentence1\tsentence2\tlabel1\tgold_label\n"
+                  "0\tA.\tB.\tneutral\tneutral\n"
+                  "1\tA.\tB.\tmaybe\tmaybe\n")
+  assert _one_line_error("hp_glue_mnli", "validation_mismatched") == (
+      f"ValueError: {path} line 3: label 'maybe' is not one of ['entailment', "
+      "'neutral', 'contradiction'].")
+  jsonl = tmp_path / "SuperGLUE" / "CB" / "val.jsonl"
+  jsonl.parent.mkdir(parents=True)
+  jsonl.write_text(json.dumps({"idx": 0, "label": "unsure", "premise": "A",
+                               "hypothesis": "B"}) + "\n")
+  assert _one_line_error("hp_superglue_cb", "validation").startswith(
+      f"ValueError: {jsonl} line 1: label 'unsure' is not one of ['entailment',")
+
+
+def test_tfds_failure_names_the_gin_parameter_for_local_files(monkeypatch):
+  from hyperprompt.tasks import sources  # pylint: disable=g-import-not-at-top
+  source = seqio.get_mixture_or_task("hp_glue_rte").source
+  assert isinstance(source, sources.BenchmarkSource)
+
+  def offline(*args, **kwargs):
+    raise ConnectionError("could not reach storage.googleapis.com")
+  monkeypatch.setattr(source._tfds, "get_dataset", offline)  # pylint: disable=protected-access
+  monkeypatch.setattr(source._tfds, "list_shards", lambda split: [])  # pylint: disable=protected-access
+  with pytest.raises(RuntimeError, match=r"glue/rte:.* split 'train' \("
+                     "ConnectionError: could not reach.*local_data_dirs.glue"):
+    source.get_dataset("train")
+  with pytest.raises(RuntimeError, match="no files for the split.*"
+                     "local_data_dirs.glue"):
+    source.list_shards("validation")
+
+
+def test_unreadable_sentencepiece_model_names_the_gin_parameter(tmp_path):
+  from hyperprompt.tasks import text_vocab  # pylint: disable=g-import-not-at-top
+  with pytest.raises(OSError, match=f"SentencePiece model {tmp_path}/none"
+                     ".*text_vocabulary.sentencepiece_path="):
+    text_vocab.text_vocabulary(sentencepiece_path=str(tmp_path / "none"))
