@@ -32,8 +32,15 @@ def test_matches_transformers_on_padded_batch(tmp_path, variant):
   model = Transformer(config)
   inputs, decoder_inputs, targets = hf_reference.padded_batch(
       config.vocab_size)
+  assert max(inputs.shape[1], targets.shape[1]) > (
+      config.relative_attention_max_distance)
   params = pretrained.load_hf(
       str(tmp_path), _init(model, inputs, decoder_inputs, targets)['params'])
+  if variant == 'v1_1':
+    # The output layer is lm_head's own weight, not the embedding's.
+    assert not config.logits_via_embedding
+    np.testing.assert_array_equal(params['decoder']['logits_dense']['kernel'],
+                                  hf_model.lm_head.weight.detach().numpy().T)
   ours = model.apply({'params': params}, inputs, decoder_inputs, targets,
                      enable_dropout=False)
   reference = hf_reference.hf_logits(hf_model, inputs, decoder_inputs,
@@ -115,3 +122,11 @@ def test_gin_sizes_match_published_parameter_counts(size):
       jax.random.PRNGKey(0), tokens, tokens, tokens)['params']
   count = sum(np.prod(x.shape) for x in jax.tree.leaves(shapes))
   assert count == pytest.approx(PUBLISHED[size], rel=0.02)
+
+
+def test_hf_import_refuses_separate_input_embeddings():
+  state = {'shared.weight': np.zeros((5, 3), np.float32),
+           'encoder.embed_tokens.weight': np.zeros((5, 3), np.float32),
+           'decoder.embed_tokens.weight': np.ones((5, 3), np.float32)}
+  with pytest.raises(ValueError, match='decoder.embed_tokens.weight differs'):
+    pretrained.hf_to_flat(state)

@@ -39,7 +39,12 @@ def hf_to_flat(state_dict: Mapping[str, np.ndarray]) -> Flat:
     if name == 'shared.weight':
       out['token_embedder/embedding'] = value
     elif name in ('encoder.embed_tokens.weight', 'decoder.embed_tokens.weight'):
-      continue  # The same tensor as shared.weight.
+      # T5 shares one input embedding; ours has only token_embedder.
+      if ('shared.weight' in state_dict and not np.array_equal(
+          value, np.asarray(state_dict['shared.weight']))):
+        raise ValueError(
+            f'{name} differs from shared.weight; T5 (and this model) has one '
+            'input embedding for the encoder and decoder.')
     elif name == 'lm_head.weight':
       out['decoder/logits_dense/kernel'] = value.T
     elif parts[0] in ('encoder', 'decoder') and parts[1] == 'final_layer_norm':
