@@ -17,7 +17,6 @@ from typing import Any, Mapping, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from hyperprompt import data
 from hyperprompt import partitioning
@@ -82,7 +81,7 @@ def load_pretrained(path: str, params, shardings):
 
 
 def state_shardings(partitioner: partitioning.Partitioner,
-                    optimizer: optax.GradientTransformation, params: Any,
+                    optimizer: trainer.Optimizer, params: Any,
                     params_axes: Mapping[str, Any]) -> trainer.TrainState:
   """A TrainState of shardings; `params` are sharded arrays or abstract
   params (whatever has `.sharding`): their shardings are kept."""
@@ -95,7 +94,7 @@ def state_shardings(partitioner: partitioning.Partitioner,
                             params=param_shardings, opt_state=opt_shardings)
 
 
-def abstract_state(optimizer: optax.GradientTransformation, params: Any,
+def abstract_state(optimizer: trainer.Optimizer, params: Any,
                    shardings: trainer.TrainState) -> trainer.TrainState:
   """The state as ShapeDtypeStructs with `shardings` (a restore target)."""
   return jax.tree.map(
@@ -105,7 +104,7 @@ def abstract_state(optimizer: optax.GradientTransformation, params: Any,
 
 
 def jit_init_state(partitioner: partitioning.Partitioner,
-                   optimizer: optax.GradientTransformation,
+                   optimizer: trainer.Optimizer,
                    shardings: trainer.TrainState):
   """params -> TrainState at step 0, laid out on `shardings`."""
   return partitioner.jit(lambda p: trainer.init_state(p, optimizer),
@@ -113,7 +112,7 @@ def jit_init_state(partitioner: partitioning.Partitioner,
                          out_shardings=shardings)
 
 
-def jit_train_step(model, optimizer: optax.GradientTransformation,
+def jit_train_step(model, optimizer: trainer.Optimizer,
                    partitioner: partitioning.Partitioner,
                    shardings: trainer.TrainState):
   """(state, global batch, dropout key) -> (state, metrics): trainer.train_step

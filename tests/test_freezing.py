@@ -21,6 +21,8 @@ import tiny_model
 from hyperprompt import freezing
 from hyperprompt import models
 from hyperprompt import network
+from hyperprompt import partitioning
+from hyperprompt import train_state
 from hyperprompt import trainer
 from hyperprompt.conditioning import prefix_tuning
 
@@ -153,3 +155,33 @@ def test_decoder_prefixes_remove_the_encoder_backward():
   np.testing.assert_allclose(layer['conditioning'], layer['forward'],
                              rtol=0.02)
   assert layer['all'] > 2.5 * layer['forward']
+
+
+def test_state_shardings_follow_the_trainable_part():
+  """train_state lays each moment of a trained parameter out like that
+  parameter (matched by path, which `split` keeps from the root)."""
+  model = _model()
+  partitioner = partitioning.Partitioner(devices=[jax.devices()[0]])
+  shapes = train_state.input_shapes(
+      model, {'inputs': 7, 'targets': 6}, batch_size=2)
+  params, params_axes = train_state.abstract_params(model, shapes,
+                                                    partitioner)
+  optimizer = trainer.make_optimizer(params, optimizer_fn=trainer.adamw,
+                                     train='conditioning')
+  shardings = train_state.state_shardings(partitioner, optimizer, params,
+                                          params_axes)
+  abstract = train_state.abstract_state(optimizer, params, shardings)
+  by_path = {jax.tree_util.keystr(p): x.sharding.spec for p, x in
+             jax.tree_util.tree_leaves_with_path(params)}
+  matched = 0
+  for path, leaf in jax.tree_util.tree_leaves_with_path(abstract.opt_state):
+    name = jax.tree_util.keystr(path)
+    param = [p for p in by_path if name.endswith(p)]
+    if leaf.shape:
+      assert param and param[0].startswith("['conditioner']"), name
+      assert leaf.sharding.spec == by_path[param[0]], name
+      matched += 1
+  assert matched == 2 * len(jax.tree.leaves(params['conditioner']))
+  # Not vacuous: some conditioner parameters are split over 'model'.
+  assert any('model' in spec for p, spec in by_path.items()
+             if p.startswith("['conditioner']"))
