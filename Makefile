@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -q
 
-.PHONY: test demo bench experiment clean
+.PHONY: test demo bench scale experiment clean
 
 $(VENV)/.core: setup.py
 	python3 -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: $(VENV)/.core
 
 bench: $(VENV)/.bench
 	$(PY) -m bench.run
+
+# Compiles T5.1.1 base..XXL for TPU slices (libtpu, from the test extra) and
+# writes the table into BENCHMARKS.md; resumes from bench/scale.json.
+scale: $(VENV)/.test
+	$(PY) -m bench.scale
 
 experiment: $(VENV)/.core
 	$(PY) -m bench.experiment

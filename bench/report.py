@@ -6,6 +6,7 @@ is typed by hand.
 import os
 from typing import Dict, List, Optional
 
+from bench import scale
 from bench import workload
 
 LABELS = {
@@ -533,6 +534,10 @@ def write(results: dict, root: str) -> List[str]:
   shape = _shapes(results['runs'])[0]
   chart(results, os.path.join(root, chart_rel), shape)
   path = os.path.join(root, 'BENCHMARKS.md')
+  # The pod-slice table has its own results (bench/scale.json, make scale).
+  scale_section = scale.section()
   with open(path, 'w') as f:
     f.write(markdown(results, chart_rel))
+    if scale_section:
+      f.write('\n' + scale_section + '\n')
   return [path, os.path.join(root, chart_rel)]

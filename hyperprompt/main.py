@@ -1,4 +1,5 @@
-"""The `hyperprompt` command: train, eval, infer, export, params, analyze.
+"""The `hyperprompt` command: train, eval, infer, export, params, analyze,
+compile.
 
     hyperprompt train --gin_file=models/sizes/tiny.gin \\
         --gin_file=models/conditioners/hyperprompt_global.gin \\
@@ -11,8 +12,8 @@ t5x: `--gin.MODEL_DIR=\\"gs://bucket/run\\"`) and `--gin_search_paths=DIR,...`.
 Bindings apply after all files, so they override them. `python -m
 hyperprompt.train|eval|infer` are the same as the subcommands.
 
-export, params and analyze are separate tools (hyperprompt.export, ...); the
-command passes its remaining arguments to them.
+export, params, analyze and compile are separate tools (hyperprompt.export,
+...); the command passes its remaining arguments to them.
 
 Every command exits 0 on success. A failure prints one line, the last on
 stderr, and exits 1 (130 after Ctrl-C); `--verbose` or HYPERPROMPT_VERBOSE=1
@@ -31,7 +32,7 @@ from hyperprompt import cli_errors
 from hyperprompt import gin_cli
 
 RUNS = {'train': 'train', 'eval': 'evaluate', 'infer': 'infer'}
-TOOLS = ('export', 'params', 'analyze')
+TOOLS = ('export', 'params', 'analyze', 'compile')
 
 
 def _configure_logging():

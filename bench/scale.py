@@ -1,0 +1,271 @@
+"""The scale table: does T5.1.1 base to XXL, with each conditioner, fit on TPU
+slices, and with which partitioning? Compiled here, without a TPU
+(`hyperprompt.compile`, libtpu's XLA:TPU compiler).
+
+    python -m bench.scale                 # every cell not yet in the JSON
+    python -m bench.scale --report_only   # rewrite BENCHMARKS.md's section
+    make scale
+
+The workload is the paper's GLUE setting: 8 tasks, batch 128, inputs 512,
+targets 16, Adafactor, bfloat16 activations, scanned layers. For each size
+and slice the partitioning is searched with the plain model ('none'): the
+first candidate in PARTITIONINGS whose compiled step fits (a candidate whose
+parameters and optimizer state alone exceed HBM is not compiled); the
+conditioners are then compiled with that same partitioning, so their memory
+over plain T5 compares like with like. Every compile runs in a fresh process
+and its result is appended to bench/scale.json at once, so an interrupted
+run resumes where it stopped. Cells run in PRIORITY order (XXL with
+HyperPrompt-Global on v5e-256 first).
+
+Compile times depend on the machine's load, which is recorded with each.
+"""
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, 'bench', 'scale.json')
+BEGIN, END = '<!-- scale:begin -->', '<!-- scale:end -->'
+
+SIZES = ('xxl', 'xl', 'large', 'base')
+CONDITIONERS = ('none', 'hyperprompt_global', 'prefix_tuning', 'adapters')
+# (name in the table, libtpu topology).
+SLICES = (('v5e-256', 'v5e:16x16'), ('v4-128 chips', 'v4:4x4x8'),
+          ('v5e-64', 'v5e:8x8'), ('v5e-16', 'v5e:4x4'))
+# (model partitions, parameter partitioning dims), in order of preference:
+# plain data parallelism, then tensor parallelism, then 2-D (FSDP).
+PARTITIONINGS = ((1, 1), (4, 1), (8, 1), (16, 1), (4, 2), (8, 2), (16, 2))
+WORKLOAD = {'NUM_TASKS': '8', 'BATCH_SIZE': '128',
+            'TASK_FEATURE_LENGTHS': "{'inputs': 512, 'targets': 16}"}
+JOB_TIMEOUT_S = 1500
+
+
+def gin_args(size: str, conditioner: str, partitions: int,
+             dims: int) -> List[str]:
+  return [
+      f'--gin_file=models/sizes/t5_1_1_{size}.gin',
+      f'--gin_file=models/conditioners/{conditioner}.gin',
+      '--gin_file=runs/train.gin', '--gin_file=runs/synthetic.gin',
+      '--gin.MODEL_DIR="/tmp/unused"', '--gin.TRAIN_STEPS=1',
+      *(f'--gin.{k}={v}' for k, v in WORKLOAD.items()),
+      '--gin.config.T5Config.scan_layers=True',
+      f'--gin.NUM_PARTITIONS={partitions}',
+      f'--gin.partitioning.Partitioner.parameter_partitioning_dims={dims}',
+  ]
+
+
+def worker(args) -> None:
+  """One compile, in this (fresh) process; prints the result as JSON."""
+  from hyperprompt import compile as compile_lib  # pylint: disable=g-import-not-at-top
+  from hyperprompt import gin_cli  # pylint: disable=g-import-not-at-top
+  files, bindings, _ = gin_cli.split_gin_flags(
+      gin_args(args.size, args.conditioner, args.partitions, args.dims))
+  gin_cli.parse_gin(files, bindings, gin_cli.search_paths([]))
+  report, = compile_lib.compile_train(args.topology)
+  out = {k: getattr(report, k) for k in (
+      'device_kind', 'num_devices', 'mesh', 'params', 'optimizer_state',
+      'batch', 'arguments', 'temporaries', 'generated_code', 'hbm', 'flops',
+      'collectives', 'compile_seconds', 'refused', 'total', 'fits')}
+  print('SCALE_RESULT ' + json.dumps(out))
+
+
+def _load() -> List[dict]:
+  if not os.path.exists(RESULTS):
+    return []
+  with open(RESULTS) as f:
+    return json.load(f)['cells']
+
+
+def _save(cells: List[dict]) -> None:
+  with open(RESULTS, 'w') as f:
+    json.dump({'cells': cells}, f, indent=1)
+
+
+def _commit() -> str:
+  return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT,
+                        capture_output=True, text=True).stdout.strip()
+
+
+def compile_cell(size, conditioner, slice_name, topology, partitions,
+                 dims) -> dict:
+  load_before = os.getloadavg()[0]
+  cmd = [sys.executable, '-m', 'bench.scale', '--worker', f'--size={size}',
+         f'--conditioner={conditioner}', f'--topology={topology}',
+         f'--partitions={partitions}', f'--dims={dims}']
+  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3')
+  start = time.time()
+  try:
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=JOB_TIMEOUT_S)
+    lines = [l for l in proc.stdout.splitlines()
+             if l.startswith('SCALE_RESULT ')]
+    result = (json.loads(lines[-1].split(' ', 1)[1]) if lines else
+              {'error': (proc.stderr.strip().splitlines() or ['?'])[-1]})
+  except subprocess.TimeoutExpired:
+    result = {'error': f'timed out after {JOB_TIMEOUT_S} s'}
+  result.update(size=size, conditioner=conditioner, slice=slice_name,
+                topology=topology, partitions=partitions, dims=dims,
+                wall_seconds=round(time.time() - start, 1),
+                load_before=load_before, load_after=os.getloadavg()[0],
+                commit=_commit(),
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec='minutes'))
+  return result
+
+
+def _done(cells, size, conditioner, topology) -> Optional[dict]:
+  """The cell's deciding result: a fit, or the last failure."""
+  mine = [c for c in cells if (c['size'], c['conditioner'], c['topology']) ==
+          (size, conditioner, topology)]
+  fits = [c for c in mine if c.get('fits')]
+  return fits[0] if fits else None
+
+
+def run(budget_s: float) -> None:
+  cells = _load()
+  deadline = time.time() + budget_s
+  for size in SIZES:
+    for slice_name, topology in SLICES:
+      if time.time() > deadline:
+        return
+      base = _done(cells, size, 'none', topology)
+      tried = {(c['partitions'], c['dims']) for c in cells
+               if (c['size'], c['conditioner'], c['topology']) ==
+               (size, 'none', topology)}
+      order = ['hyperprompt_global', 'none', 'prefix_tuning', 'adapters']
+      for conditioner in order:
+        if _done(cells, size, conditioner, topology) or (
+            time.time() > deadline):
+          continue
+        candidates = ([(base['partitions'], base['dims'])] if base else
+                      [p for p in PARTITIONINGS if p not in tried])
+        for partitions, dims in candidates:
+          if time.time() > deadline:
+            return
+          if any((c['size'], c['conditioner'], c['topology'], c['partitions'],
+                  c['dims']) == (size, conditioner, topology, partitions,
+                                 dims) for c in cells):
+            continue
+          result = compile_cell(size, conditioner, slice_name, topology,
+                                partitions, dims)
+          cells.append(result)
+          _save(cells)
+          print(json.dumps({k: result.get(k) for k in (
+              'size', 'conditioner', 'topology', 'partitions', 'dims',
+              'fits', 'total', 'wall_seconds', 'error')}), flush=True)
+          if result.get('fits'):
+            if base is None and conditioner != 'none':
+              # Global found it: use it for the plain model too.
+              base = result
+            break
+
+
+def _gib(b) -> str:
+  return '-' if b is None else f'{b / 1024**3:.2f}'
+
+
+def markdown(cells: List[dict]) -> str:
+  out = [BEGIN, '## Pod-slice memory (compiled for TPU, `make scale`)', '',
+         'T5.1.1 with each conditioner, 8 tasks, batch 128, inputs 512, '
+         'targets 16, Adafactor, bfloat16 activations, scanned layers, '
+         'compiled for each slice by XLA:TPU on this CPU machine '
+         '(`python -m bench.scale`; `hyperprompt compile` per cell). '
+         'Memory is per device, from XLA\'s memory analysis: inputs (padded '
+         'to TPU tiles), temporaries and program; HBM per device from '
+         '`hyperprompt.compile.HBM_BYTES` (v4 topologies have one device per '
+         'TensorCore, 16 GiB each). Partitioning: `model` = '
+         'NUM_PARTITIONS, `2-D` = parameters and optimizer state also split '
+         'over `data`. "Over none" is the memory above the plain model with '
+         'the same partitioning. Compile time was measured on a shared '
+         '2-core machine (load average before each compile shown); it is an '
+         'upper bound, not a benchmark.', '',
+         '| size | slice | conditioner | partitioning | params GiB | '
+         'optimizer GiB | temporaries GiB | total GiB | HBM GiB | fits | '
+         'over none | compile s (load) | commit |',
+         '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+  deciding = {}
+  for c in cells:
+    key = (c['size'], c['topology'], c['conditioner'])
+    if c.get('fits') or key not in deciding or not deciding[key].get('fits'):
+      if not deciding.get(key, {}).get('fits'):
+        deciding[key] = c
+  for size in SIZES:
+    for slice_name, topology in SLICES:
+      none = deciding.get((size, topology, 'none'))
+      for conditioner in CONDITIONERS:
+        c = deciding.get((size, topology, conditioner))
+        if c is None:
+          out.append(f'| {size} | {slice_name} | {conditioner} | not run | '
+                     '| | | | | | | | |')
+          continue
+        part = f'model {c["partitions"]}' + (', 2-D' if c['dims'] == 2
+                                             else '')
+        over = '-'
+        if (none and none.get('total') and c.get('total') and
+            (none['partitions'], none['dims']) == (c['partitions'],
+                                                   c['dims'])):
+          over = f'{100 * (c["total"] / none["total"] - 1):+.2f}%'
+        fits = 'yes' if c.get('fits') else (
+            'no' if 'error' not in c else f'error: {c["error"][:80]}')
+        if c.get('refused'):
+          fits = f'no ({c["refused"][:60]})'
+        seconds = c.get('compile_seconds')
+        out.append(
+            f'| {size} | {slice_name} | {conditioner} | {part} | '
+            f'{_gib(c.get("params"))} | {_gib(c.get("optimizer_state"))} | '
+            f'{_gib(c.get("temporaries"))} | {_gib(c.get("total"))} | '
+            f'{_gib(c.get("hbm"))} | {fits} | {over} | '
+            f'{"-" if seconds is None else f"{seconds:.0f}"} '
+            f'({c["load_before"]:.1f}) | {c["commit"]} |')
+  out += ['', END]
+  return '\n'.join(out)
+
+
+def write_section(cells: List[dict]) -> str:
+  """Puts the table into BENCHMARKS.md between the markers (or at the end)."""
+  path = os.path.join(ROOT, 'BENCHMARKS.md')
+  with open(path) as f:
+    text = f.read()
+  section = markdown(cells)
+  if BEGIN in text and END in text:
+    text = text[:text.index(BEGIN)] + section + text[
+        text.index(END) + len(END):]
+  else:
+    text = text.rstrip('\n') + '\n\n' + section + '\n'
+  with open(path, 'w') as f:
+    f.write(text)
+  return path
+
+
+def section() -> str:
+  """The table for bench.report (empty without results)."""
+  cells = _load()
+  return markdown(cells) if cells else ''
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--report_only', action='store_true')
+  parser.add_argument('--budget_s', type=float, default=float('inf'),
+                      help='stop starting compiles after this many seconds')
+  parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
+  for name in ('size', 'conditioner', 'topology'):
+    parser.add_argument(f'--{name}', help=argparse.SUPPRESS)
+  parser.add_argument('--partitions', type=int, help=argparse.SUPPRESS)
+  parser.add_argument('--dims', type=int, help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.worker:
+    worker(args)
+    return
+  if not args.report_only:
+    run(args.budget_s)
+  print('wrote', write_section(_load()))
+
+
+if __name__ == '__main__':
+  main()
