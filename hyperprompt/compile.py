@@ -4,7 +4,7 @@ it fits (as MaxText's train_compile.py does for MaxText).
     hyperprompt compile --gin_file=models/sizes/t5_1_1_xxl.gin \\
         --gin_file=models/conditioners/hyperprompt_global.gin \\
         --gin_file=runs/train.gin --gin.MODEL_DIR=\\"/tmp/unused\\" ... \\
-        --topology=v5e:16x16 [--decode]
+        --topology=v5e:16x16 [--eval_steps]
 
 The same gin files and bindings as `hyperprompt train`; `--topology` names the
 slice (`v5e:16x16`, `v4:4x4x8`, `v5p:2x2x1`, `v6e:2x2`: libtpu's topology
@@ -12,8 +12,8 @@ names; `cpu:8` for 8 host devices). With libtpu installed
 (`pip install 'jax[tpu]'`) JAX builds that slice's devices without a TPU
 (`jax.experimental.topologies`) and XLA's TPU compiler compiles the real
 train step for them, with exactly the shardings `runner.train` gives it: the
-state, shardings and step come from `hyperprompt.train_state`, which the
-runner uses too. Nothing is allocated; the model directory is not touched.
+state, shardings and step come from `hyperprompt.train_state` (and the
+evaluation steps from `hyperprompt.evaluation`), which the runner uses too. Nothing is allocated; the model directory is not touched.
 
 Printed, per device: parameters and optimizer state (their sharded shapes),
 the batch, XLA's temporaries, the total against the device's HBM (table
@@ -150,6 +150,9 @@ class Report:
   batch: int
   hbm: Optional[int]
   compile_seconds: float
+  # CPU time of this process while compiling (all threads): on a shared
+  # machine the wall time mostly measures the other users.
+  compile_cpu_seconds: float
   largest: List[Tuple[str, int]]
   # XLA's numbers; all None when the step was refused for lack of HBM, by
   # XLA's TPU compiler or before compiling because the state alone exceeds
@@ -200,7 +203,8 @@ class Report:
         f'  total             {g(self.total)}  of {hbm} HBM '
         f'({"fits" if self.fits else "DOES NOT FIT"})',
         f'  FLOPs             {self.flops:.4g}',
-        f'  compile time      {self.compile_seconds:.1f} s',
+        f'  compile time      {self.compile_seconds:.1f} s '
+        f'({self.compile_cpu_seconds:.1f} s CPU)',
         '  collectives:',
     ]
     for op, (count, size) in sorted(self.collectives.items()):
@@ -239,13 +243,14 @@ def _compile(step, topology, devices, partitioner, lowered, state, batch,
       params=params_bytes, optimizer_state=state_bytes - params_bytes,
       batch=_per_device_bytes(batch),
       hbm=HBM_BYTES.get(devices[0].device_kind), compile_seconds=0.0,
+      compile_cpu_seconds=0.0,
       largest=largest_buffers(state))
   if report.hbm is not None and state_bytes > report.hbm:
     report.refused = (f'Parameters and optimizer state alone need '
                       f'{state_bytes / GiB:.2f} GiB per device, above the '
                       f'{report.hbm / GiB:.0f} GiB of HBM (not compiled).')
     return report
-  start = time.perf_counter()
+  start, cpu_start = time.perf_counter(), time.process_time()
   try:
     compiled = lowered.compile()
   except Exception as e:  # pylint: disable=broad-except
@@ -253,9 +258,11 @@ def _compile(step, topology, devices, partitioner, lowered, state, batch,
     if 'RESOURCE_EXHAUSTED' not in str(e):
       raise
     report.compile_seconds = time.perf_counter() - start
+    report.compile_cpu_seconds = time.process_time() - cpu_start
     report.refused = 'XLA: ' + ' '.join(str(e).split())
     return report
   report.compile_seconds = time.perf_counter() - start
+  report.compile_cpu_seconds = time.process_time() - cpu_start
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -269,12 +276,13 @@ def _compile(step, topology, devices, partitioner, lowered, state, batch,
   return report
 
 
-def compile_train(topology: str, *, decode: bool = False,
+def compile_train(topology: str, *, eval_steps: bool = False,
                   bindings: Optional[Mapping[str, Any]] = None
                   ) -> List[Report]:
-  """Compiles runner.train's step (and with `decode` the decode step) for
-  `topology`, configured by the parsed gin (or `bindings`: runner.train's
-  keyword arguments, for callers without gin)."""
+  """Compiles runner.train's step (and with `eval_steps` evaluation's scoring
+  and decoding steps, at the training batch size) for `topology`, configured
+  by the parsed gin (or `bindings`: runner.train's keyword arguments, for
+  callers without gin)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from hyperprompt import train_state  # pylint: disable=g-import-not-at-top
@@ -305,17 +313,19 @@ def compile_train(topology: str, *, decode: bool = False,
   reports = [_compile('train', topology, devices, partitioner,
                       step.lower(state, batch, rng), state, batch,
                       state.params)]
-  if decode:
+  if eval_steps:
+    # Evaluation's own jitted functions, on the train state's parameters.
+    from hyperprompt import evaluation  # pylint: disable=g-import-not-at-top
+    score_batch = {k: v for k, v in batch.items()}
     decode_batch = {k: v for k, v in batch.items()
                     if k in ('encoder_input_tokens', 'decoder_input_tokens',
                              'task_ids')}
-    predict = partitioner.jit(
-        lambda p, b: model.predict_batch(p, b),
-        in_shardings=(shardings.params, partitioner.data_sharding),
-        out_shardings=partitioner.data_sharding)
-    reports.append(_compile('decode', topology, devices, partitioner,
-                            predict.lower(state.params, decode_batch),
-                            state.params, decode_batch, state.params))
+    for name, jitted, inputs in (
+        ('score', evaluation.jit_score(model, partitioner), score_batch),
+        ('decode', evaluation.jit_predict(model, partitioner), decode_batch)):
+      reports.append(_compile(name, topology, devices, partitioner,
+                              jitted.lower(state.params, inputs),
+                              state.params, inputs, state.params))
   return reports
 
 
@@ -331,8 +341,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   gin_cli.add_flags(parser)
   parser.add_argument('--topology', required=True,
                       help='v5e:16x16, v4:4x4x8, ... or cpu:N')
-  parser.add_argument('--decode', action='store_true',
-                      help='also compile the decode step (predict_batch)')
+  parser.add_argument('--eval_steps', action='store_true',
+                      help="also compile evaluation's scoring and decoding "
+                      'steps')
   args = parser.parse_args(rest)
   kind, _, count = args.topology.partition(':')
   if kind == 'cpu' and count.isdigit():
@@ -341,7 +352,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   gin_cli.parse_gin(files, bindings,
                     gin_cli.search_paths(args.gin_search_paths))
   gin_cli.check_macro_values()
-  reports = compile_train(args.topology, decode=args.decode)
+  reports = compile_train(args.topology, eval_steps=args.eval_steps)
   for report in reports:
     print(report.table())
   too_big = [r for r in reports if not r.fits]

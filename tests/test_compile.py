@@ -42,7 +42,7 @@ def _hand_count_per_device(cfg: T5Config, model_partitions: int) -> int:
   return 4 * (matrices // model_partitions + norms)
 
 
-def test_train_and_decode_compile_for_v5e_2x2():
+def test_train_score_and_decode_compile_for_v5e_2x2():
   vocab = seqio.PassThroughVocabulary(CONFIG.vocab_size, eos_id=1)
   model = models.EncoderDecoderModel(network.Transformer(CONFIG), vocab,
                                      vocab)
@@ -51,8 +51,8 @@ def test_train_and_decode_compile_for_v5e_2x2():
       partitioner=functools.partial(partitioning.Partitioner,
                                     num_partitions=4),
       make_optimizer=trainer.make_optimizer)
-  train, decode = compile_lib.compile_train('v5e:2x2', decode=True,
-                                            bindings=bindings)
+  train, score, decode = compile_lib.compile_train(
+      'v5e:2x2', eval_steps=True, bindings=bindings)
   assert train.device_kind == 'TPU v5 lite' and train.num_devices == 4
   assert train.mesh == {'data': 1, 'model': 4}
   assert train.params == _hand_count_per_device(CONFIG, 4)
@@ -68,6 +68,7 @@ def test_train_and_decode_compile_for_v5e_2x2():
   assert train.flops > 0 and train.temporaries > 0
   # Tensor parallelism reduces partial sums across the 'model' axis.
   assert train.collectives['all-reduce'][0] > 0
+  assert score.step == 'score' and score.fits
   assert decode.step == 'decode' and decode.fits
   assert decode.params == train.params and decode.optimizer_state == 0
   assert 'train step on v5e:2x2' in train.table()
