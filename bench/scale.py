@@ -37,16 +37,24 @@ CONDITIONERS = ('none', 'hyperprompt_global', 'prefix_tuning', 'adapters')
 # (name in the table, libtpu topology).
 SLICES = (('v5e-256', 'v5e:16x16'), ('v4-128 chips', 'v4:4x4x8'),
           ('v5e-64', 'v5e:8x8'), ('v5e-16', 'v5e:4x4'))
-# (model partitions, parameter partitioning dims), in order of preference:
-# plain data parallelism, then tensor parallelism, then 2-D (FSDP).
-PARTITIONINGS = ((1, 1), (4, 1), (8, 1), (16, 1), (4, 2), (8, 2), (16, 2))
+# (model partitions, parameter partitioning dims, remat policy) to try, in
+# order, per size: from what the parameter count suggests (float32
+# parameters: base 1 GiB, large 3 GiB, XL 11 GiB, XXL 42 GiB) towards more
+# sharding and recomputation. On this 2-core machine an XXL compile takes
+# about 10 minutes, so the lists are short.
+PARTITIONINGS = {
+    'base': ((1, 1, 'none'), (4, 2, 'none'), (4, 2, 'full')),
+    'large': ((1, 1, 'none'), (8, 1, 'none'), (8, 2, 'full')),
+    'xl': ((8, 1, 'none'), (16, 2, 'none'), (16, 2, 'full')),
+    'xxl': ((16, 2, 'full'), (16, 1, 'full')),
+}
 WORKLOAD = {'NUM_TASKS': '8', 'BATCH_SIZE': '128',
             'TASK_FEATURE_LENGTHS': "{'inputs': 512, 'targets': 16}"}
 JOB_TIMEOUT_S = 1500
 
 
-def gin_args(size: str, conditioner: str, partitions: int,
-             dims: int) -> List[str]:
+def gin_args(size: str, conditioner: str, partitions: int, dims: int,
+             remat: str) -> List[str]:
   return [
       f'--gin_file=models/sizes/t5_1_1_{size}.gin',
       f'--gin_file=models/conditioners/{conditioner}.gin',
@@ -56,6 +64,7 @@ def gin_args(size: str, conditioner: str, partitions: int,
       '--gin.config.T5Config.scan_layers=True',
       f'--gin.NUM_PARTITIONS={partitions}',
       f'--gin.partitioning.Partitioner.parameter_partitioning_dims={dims}',
+      f"--gin.REMAT_POLICY='{remat}'",
   ]
 
 
@@ -64,7 +73,8 @@ def worker(args) -> None:
   from hyperprompt import compile as compile_lib  # pylint: disable=g-import-not-at-top
   from hyperprompt import gin_cli  # pylint: disable=g-import-not-at-top
   files, bindings, _ = gin_cli.split_gin_flags(
-      gin_args(args.size, args.conditioner, args.partitions, args.dims))
+      gin_args(args.size, args.conditioner, args.partitions, args.dims,
+               args.remat))
   gin_cli.parse_gin(files, bindings, gin_cli.search_paths([]))
   report, = compile_lib.compile_train(args.topology)
   out = {k: getattr(report, k) for k in (
@@ -92,12 +102,12 @@ def _commit() -> str:
                         capture_output=True, text=True).stdout.strip()
 
 
-def compile_cell(size, conditioner, slice_name, topology, partitions,
-                 dims) -> dict:
+def compile_cell(size, conditioner, slice_name, topology, partitions, dims,
+                 remat) -> dict:
   load_before = os.getloadavg()[0]
   cmd = [sys.executable, '-m', 'bench.scale', '--worker', f'--size={size}',
          f'--conditioner={conditioner}', f'--topology={topology}',
-         f'--partitions={partitions}', f'--dims={dims}']
+         f'--partitions={partitions}', f'--dims={dims}', f'--remat={remat}']
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3')
   start = time.time()
   try:
@@ -111,6 +121,7 @@ def compile_cell(size, conditioner, slice_name, topology, partitions,
     result = {'error': f'timed out after {JOB_TIMEOUT_S} s'}
   result.update(size=size, conditioner=conditioner, slice=slice_name,
                 topology=topology, partitions=partitions, dims=dims,
+                remat=remat,
                 wall_seconds=round(time.time() - start, 1),
                 load_before=load_before, load_after=os.getloadavg()[0],
                 commit=_commit(),
@@ -119,51 +130,61 @@ def compile_cell(size, conditioner, slice_name, topology, partitions,
   return result
 
 
-def _done(cells, size, conditioner, topology) -> Optional[dict]:
-  """The cell's deciding result: a fit, or the last failure."""
-  mine = [c for c in cells if (c['size'], c['conditioner'], c['topology']) ==
-          (size, conditioner, topology)]
-  fits = [c for c in mine if c.get('fits')]
-  return fits[0] if fits else None
+def _done(cells, size, conditioner, topology) -> bool:
+  """Whether the cell has a partitioning that fits."""
+  return any(_key(c) == (size, conditioner, topology) and c.get('fits')
+             for c in cells)
+
+
+def _key(c) -> Tuple:
+  return (c['size'], c['conditioner'], c['topology'])
+
+
+def _partitioning(c) -> Tuple:
+  return (c['partitions'], c['dims'], c['remat'])
+
+
+def cells_in_priority_order():
+  """[(size, conditioner, slice name, topology)]: XXL with Global and plain
+  on v5e-256 and the v4 slice first (the key targets), then the rest."""
+  cells = [(size, conditioner, slice_name, topology)
+           for size in SIZES for slice_name, topology in SLICES
+           for conditioner in ('hyperprompt_global', 'none', 'prefix_tuning',
+                               'adapters')]
+  key = lambda c: not (c[0] == 'xxl' and c[1] in ('hyperprompt_global',
+                                                  'none') and
+                       c[3] in ('v5e:16x16', 'v4:4x4x8'))
+  return sorted(cells, key=key)
 
 
 def run(budget_s: float) -> None:
+  """Compiles cells until all are decided or `budget_s` has passed. A cell
+  reuses the partitioning that fitted for another conditioner of its size
+  and slice; otherwise it walks PARTITIONINGS[size]."""
   cells = _load()
   deadline = time.time() + budget_s
-  for size in SIZES:
-    for slice_name, topology in SLICES:
+  for size, conditioner, slice_name, topology in cells_in_priority_order():
+    if _done(cells, size, conditioner, topology):
+      continue
+    fitted = [c for c in cells if c.get('fits') and
+              (c['size'], c['topology']) == (size, topology)]
+    candidates = ([_partitioning(fitted[0])] if fitted else
+                  list(PARTITIONINGS[size]))
+    for partitioning in candidates:
       if time.time() > deadline:
         return
-      base = _done(cells, size, 'none', topology)
-      tried = {(c['partitions'], c['dims']) for c in cells
-               if (c['size'], c['conditioner'], c['topology']) ==
-               (size, 'none', topology)}
-      order = ['hyperprompt_global', 'none', 'prefix_tuning', 'adapters']
-      for conditioner in order:
-        if _done(cells, size, conditioner, topology) or (
-            time.time() > deadline):
-          continue
-        candidates = ([(base['partitions'], base['dims'])] if base else
-                      [p for p in PARTITIONINGS if p not in tried])
-        for partitions, dims in candidates:
-          if time.time() > deadline:
-            return
-          if any((c['size'], c['conditioner'], c['topology'], c['partitions'],
-                  c['dims']) == (size, conditioner, topology, partitions,
-                                 dims) for c in cells):
-            continue
-          result = compile_cell(size, conditioner, slice_name, topology,
-                                partitions, dims)
-          cells.append(result)
-          _save(cells)
-          print(json.dumps({k: result.get(k) for k in (
-              'size', 'conditioner', 'topology', 'partitions', 'dims',
-              'fits', 'total', 'wall_seconds', 'error')}), flush=True)
-          if result.get('fits'):
-            if base is None and conditioner != 'none':
-              # Global found it: use it for the plain model too.
-              base = result
-            break
+      if any(_key(c) == (size, conditioner, topology) and
+             _partitioning(c) == partitioning for c in cells):
+        continue
+      result = compile_cell(size, conditioner, slice_name, topology,
+                            *partitioning)
+      cells.append(result)
+      _save(cells)
+      print(json.dumps({k: result.get(k) for k in (
+          'size', 'conditioner', 'topology', 'partitions', 'dims', 'remat',
+          'fits', 'total', 'wall_seconds', 'error')}), flush=True)
+      if result.get('fits'):
+        break
 
 
 def _gib(b) -> str:
@@ -181,8 +202,8 @@ def markdown(cells: List[dict]) -> str:
          '`hyperprompt.compile.HBM_BYTES` (v4 topologies have one device per '
          'TensorCore, 16 GiB each). Partitioning: `model` = '
          'NUM_PARTITIONS, `2-D` = parameters and optimizer state also split '
-         'over `data`. "Over none" is the memory above the plain model with '
-         'the same partitioning. Compile times were measured on a shared '
+         'over `data`, `remat full` = REMAT_POLICY. "Over none" is the '
+         'memory above the plain model with the same partitioning. Compile times were measured on a shared '
          '2-core machine: wall time (an upper bound, with the load average '
          'before the compile) and the CPU time of the compiling process (all '
          'threads), which the load inflates less.', '',
@@ -205,12 +226,12 @@ def markdown(cells: List[dict]) -> str:
           out.append(f'| {size} | {slice_name} | {conditioner} | not run | '
                      '| | | | | | | | |')
           continue
-        part = f'model {c["partitions"]}' + (', 2-D' if c['dims'] == 2
-                                             else '')
+        part = f'model {c["partitions"]}' + (
+            ', 2-D' if c['dims'] == 2 else '') + (
+                f', remat {c["remat"]}' if c['remat'] != 'none' else '')
         over = '-'
         if (none and none.get('total') and c.get('total') and
-            (none['partitions'], none['dims']) == (c['partitions'],
-                                                   c['dims'])):
+            _partitioning(none) == _partitioning(c)):
           over = f'{100 * (c["total"] / none["total"] - 1):+.2f}%'
         fits = 'yes' if c.get('fits') else (
             'no' if 'error' not in c else f'error: {c["error"][:80]}')
@@ -261,6 +282,7 @@ def main():
     parser.add_argument(f'--{name}', help=argparse.SUPPRESS)
   parser.add_argument('--partitions', type=int, help=argparse.SUPPRESS)
   parser.add_argument('--dims', type=int, help=argparse.SUPPRESS)
+  parser.add_argument('--remat', help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.worker:
     worker(args)
