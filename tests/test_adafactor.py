@@ -73,3 +73,34 @@ def test_update_needs_params():
   params = _tree(0)
   with pytest.raises(ValueError, match='pass params'):
     opt.update(params, opt.init(params))
+
+
+def test_scanned_stack_is_updated_layer_by_layer():
+  """`encoder/layers` holds 3 layers stacked on axis 0: each layer's update
+  and moments are those of the same layer as its own parameter (optax on
+  the unstacked tree), including the factoring and the per-layer RMS."""
+  shapes = {'kernel': (130, 200), 'scale': (64,)}
+  keys = iter(jax.random.split(jax.random.PRNGKey(3), 12))
+  layers = [{n: (i + 1.0) * jax.random.normal(next(keys), s)
+             for n, s in shapes.items()} for i in range(3)]
+  stacked = {'encoder': {'layers': jax.tree.map(lambda *x: jnp.stack(x),
+                                                *layers)}}
+  unrolled = {'encoder': {f'layers_{i}': l for i, l in enumerate(layers)}}
+  grads = lambda tree, s: jax.tree.map(lambda p: s * jnp.cos(p), tree)
+  ours = adafactor.adafactor(optax.linear_schedule(1e-2, 1e-3, 5))
+  ref = _optax_t5()
+  state, state_ref = ours.init(stacked), ref.init(unrolled)
+  assert state.v_row['encoder']['layers']['kernel'].shape == (3, 130)
+  for step in range(3):
+    g_scale = 10.0 ** (step - 1)
+    updates, state = ours.update(grads(stacked, g_scale), state, stacked)
+    updates_ref, state_ref = ref.update(grads(unrolled, g_scale), state_ref,
+                                        unrolled)
+    for i in range(3):
+      jax.tree.map(
+          lambda a, b: np.testing.assert_allclose(a[i], b, rtol=2e-5,
+                                                  atol=1e-7),
+          updates['encoder']['layers'],
+          updates_ref['encoder'][f'layers_{i}'])
+    stacked = optax.apply_updates(stacked, updates)
+    unrolled = optax.apply_updates(unrolled, updates_ref)
