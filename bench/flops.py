@@ -7,6 +7,11 @@ adapters add two matmuls per token per layer and prompt tuning lengthens the
 whole encoder input. A training step is 3x the forward pass (the backward pass
 needs the gradient with respect to both operands of every matmul).
 
+With a frozen backbone (`frozen_backbone_step_flops`) no weight gradient is
+computed for it: the step is the forward pass, the activation gradients
+between the loss and the lowest trained parameter, and the conditioner's own
+forward and backward passes.
+
 `tests/test_bench_smoke.py` checks these counts against XLA's own
 `compiled.cost_analysis()['flops']`, which also counts elementwise work.
 """
@@ -86,6 +91,47 @@ def train_step_flops(cfg: T5Config, batch: int, inputs: int, targets: int,
                      cond: Conditioned = Conditioned()) -> int:
   """Forward + backward matmul FLOPs of one training step."""
   return 3 * forward_flops(cfg, batch, inputs, targets, cond)['total']
+
+
+def frozen_backbone_step_flops(cfg: T5Config, batch: int, inputs: int,
+                               targets: int, cond: Conditioned) -> int:
+  """Matmul FLOPs of a step that trains the conditioner only.
+
+  The backbone is a constant: its matmuls run forward once and backward
+  once for the activation gradient only where a trained parameter lies below
+  (no weight gradients). With nothing trained in the encoder (prefixes in
+  the decoder only), the encoder has no backward pass, and neither do the
+  cross-attention key/value projections of its output. The conditioner
+  trains in full (3x its forward FLOPs). The activation gradient of the
+  lowest conditioned layer's own input is counted, though autodiff drops it,
+  so this is an upper bound by at most one layer's input projections.
+  """
+  fwd = forward_flops(cfg, batch, inputs, targets, cond)
+  encoder_trained = bool(cond.encoder_prefix or cond.input_prompts or
+                         cond.adapter_dim)
+  backward = fwd['decoder'] + fwd['logits']
+  if encoder_trained:
+    backward += fwd['encoder']
+  else:
+    enc_len = inputs + cond.input_prompts
+    backward -= cfg.num_decoder_layers * 2 * _dense(
+        batch * enc_len, cfg.emb_dim, cfg.joined_kv)
+  return (fwd['total'] - cond.conditioner_flops + backward +
+          3 * cond.conditioner_flops)
+
+
+def peft_prefix_flops(cfg: T5Config, batch: int, num_virtual_tokens: int
+                      ) -> int:
+  """Forward FLOPs of PEFT's prefix encoder (`prefix_projection=True`).
+
+  PEFT runs its reparametrisation MLP (Linear(token_dim -> d_model), tanh,
+  Linear(d_model -> layers * 2 * token_dim)) on every example's copy of the
+  virtual tokens, so it scales with the batch.
+  """
+  hd = cfg.joined_kv
+  return _dense(batch * num_virtual_tokens, hd, cfg.emb_dim) + _dense(
+      batch * num_virtual_tokens, cfg.emb_dim,
+      cfg.num_decoder_layers * 2 * hd)
 
 
 def decode_flops_per_token(cfg: T5Config, batch: int, inputs: int,

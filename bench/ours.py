@@ -6,6 +6,7 @@ The state and step are built by `train_state`, as `runner.train` builds them
 XLA's backend-compile event, so "no recompilation after the first step" is
 measured, not assumed.
 """
+import functools
 import time
 from typing import Callable, Dict, Optional
 
@@ -34,6 +35,9 @@ CONDITIONERS: Dict[str, Callable] = {
     'hyperprompt_global': hyperprompt.HyperPromptGlobal,
     'prompt_tuning': prompt_tuning.PromptTuning,
     'prefix_tuning': prefix_tuning.PrefixTuning,
+    # PEFT's placement: decoder self-attention only.
+    'prefix_tuning_decoder': functools.partial(prefix_tuning.PrefixTuning,
+                                               placement='decoder'),
     'adapters': adapters.Adapters,
     'hyperformer': hyperformer.HyperFormer,
 }
@@ -108,6 +112,25 @@ def conditioned(cfg: T5Config, conditioner,
     return flops_lib.Conditioned(adapter_dim=conditioner.bottleneck,
                                  conditioner_flops=ops)
   raise ValueError(f'No FLOP model for {type(conditioner).__name__}.')
+
+
+def step_flops(cfg: T5Config, conditioner, num_tasks: int, train_params: str,
+               batch: int, inputs: int, targets: int) -> int:
+  """Analytic matmul FLOPs of our training step (bench/flops.py)."""
+  cond = conditioned(cfg, conditioner, num_tasks)
+  if train_params == 'conditioning':
+    return flops_lib.frozen_backbone_step_flops(cfg, batch, inputs, targets,
+                                                cond)
+  if train_params != 'all':
+    raise ValueError(f'No FLOP model for train_params={train_params!r}.')
+  return flops_lib.train_step_flops(cfg, batch, inputs, targets, cond)
+
+
+def state_bytes(state) -> Dict[str, int]:
+  """Bytes of a TrainState's parameters and optimizer state."""
+  count = lambda tree: int(sum(x.size * x.dtype.itemsize
+                               for x in jax.tree.leaves(tree)))
+  return {'params': count(state.params), 'opt_state': count(state.opt_state)}
 
 
 def build_model(cfg: T5Config, conditioner_name: str, num_tasks: int):
@@ -185,11 +208,12 @@ def train(cfg: T5Config, conditioner_name: str, batch: Dict[str, np.ndarray],
       'compiles_after_first_step': counter.count - compiles_first,
       'compile_seconds': counter.seconds,
       'xla_flops': float(cost['flops']),
-      'analytic_flops': flops_lib.train_step_flops(
-          cfg, *batch['decoder_target_tokens'].shape[:1],
+      'analytic_flops': step_flops(
+          cfg, conditioner, num_tasks, train_params,
+          *batch['decoder_target_tokens'].shape[:1],
           batch['encoder_input_tokens'].shape[1],
-          batch['decoder_target_tokens'].shape[1],
-          conditioned(cfg, conditioner, num_tasks)),
+          batch['decoder_target_tokens'].shape[1]),
+      'state_bytes': state_bytes(state),
       'xla_memory_bytes': {
           'arguments': memory.argument_size_in_bytes,
           'outputs': memory.output_size_in_bytes,
