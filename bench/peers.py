@@ -1,15 +1,32 @@
 """What a user would pick instead: Hugging Face transformers T5 and PEFT.
 
 The same shapes as ours (built from the same `T5Config`), random weights (no
-downloads), the same batch, dropout rate and optimizer family, timed the same
-way. PyTorch uses every core (`torch.set_num_threads(os.cpu_count())`).
+downloads), the same batch and dropout rate, timed the same way. The
+optimizers differ: the peers train with AdamW (PyTorch's foreach
+implementation, the usual choice there), ours with Adafactor (T5.1.1's
+recipe). PyTorch uses every core (`torch.set_num_threads(os.cpu_count())`).
+
+A T5.1.1 model is untied as the hub's checkpoints are: its own `lm_head`
+apart from the `shared` input embedding. transformers 5 ignores
+`tie_word_embeddings=False` in T5Config's constructor, so `hf_model` writes
+the model directory as a hub checkpoint is written (`tie_word_embeddings:
+false` and an `lm_head.weight`) and loads it with `from_pretrained`, as a
+user would.
+
+Each peer's FLOPs come from its own model (`step_flops`): full fine-tuning
+for transformers, a frozen backbone with prefixes in the decoder's
+self-attention for PEFT.
 """
+import json
 import os
+import pathlib
+import tempfile
 import time
 from typing import Callable, Dict
 
 import numpy as np
 
+from bench import flops as flops_lib
 from hyperprompt.config import T5Config
 
 
@@ -37,7 +54,35 @@ def hf_model(cfg: T5Config, seed: int = 0):
       feed_forward_proj='gated-gelu' if gated else 'relu',
       tie_word_embeddings=cfg.logits_via_embedding,
       decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-  return transformers.T5ForConditionalGeneration(config)
+  if cfg.logits_via_embedding:
+    return transformers.T5ForConditionalGeneration(config)
+  config.tie_word_embeddings = False  # After the constructor forced True.
+  model = transformers.T5ForConditionalGeneration(config)
+  # Setting it unties the input embeddings too; T5.1.1 shares those.
+  model.set_input_embeddings(model.shared)
+  with tempfile.TemporaryDirectory() as path:
+    model.save_pretrained(path)
+    config_file = pathlib.Path(path) / 'config.json'
+    saved = json.loads(config_file.read_text())
+    saved.pop('scale_decoder_outputs', None)  # Not in hub T5.1.1 configs.
+    config_file.write_text(json.dumps(saved))
+    model = transformers.T5ForConditionalGeneration.from_pretrained(path)
+  if model.lm_head.weight.data_ptr() == model.shared.weight.data_ptr():
+    raise RuntimeError('transformers tied lm_head to shared for an untied '
+                       'T5.1.1 config; the baseline would not be T5.1.1.')
+  return model
+
+
+def step_flops(cfg: T5Config, batch: int, inputs: int, targets: int,
+               peft_prefix: int = 0) -> int:
+  """Analytic matmul FLOPs of the peer's training step (bench/flops.py)."""
+  if not peft_prefix:
+    return flops_lib.train_step_flops(cfg, batch, inputs, targets)
+  return flops_lib.frozen_backbone_step_flops(
+      cfg, batch, inputs, targets, flops_lib.Conditioned(
+          decoder_prefix=peft_prefix,
+          conditioner_flops=flops_lib.peft_prefix_flops(cfg, batch,
+                                                        peft_prefix)))
 
 
 def _timed(step: Callable[[], None], warmup: int, steps: int) -> Dict:
@@ -99,6 +144,10 @@ def train(cfg: T5Config, batch: Dict[str, np.ndarray], *, precision: str,
 
   result = _timed(step, warmup, steps)
   result['trainable_params'] = sum(p.numel() for p in params)
+  result['total_params'] = sum(p.numel() for p in model.parameters())
+  b, inputs = batch['encoder_input_tokens'].shape
+  result['analytic_flops'] = step_flops(
+      cfg, b, inputs, batch['decoder_target_tokens'].shape[1], peft_prefix)
   return result
 
 

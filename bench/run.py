@@ -60,9 +60,13 @@ def jobs(shape: str, full: bool, warmup: int, steps: int):
   for name in ('vanilla', 'hyperprompt_global'):
     out.append(dict(common, job='ours_train', conditioner=name,
                     dtype='bfloat16'))
-  # PEFT trains the prefixes only; so does this row.
-  out.append(dict(common, job='ours_train', conditioner='prefix_tuning',
-                  dtype='float32', train_params='conditioning'))
+  # PEFT trains the prefixes only; so do these rows: ours with PEFT's
+  # placement (decoder self-attention) and with our default (everywhere),
+  # and HyperPrompt-Global.
+  for name in ('prefix_tuning_decoder', 'prefix_tuning',
+               'hyperprompt_global'):
+    out.append(dict(common, job='ours_train', conditioner=name,
+                    dtype='float32', train_params='conditioning'))
   out.append(dict(common, job='hf_train', precision='float32'))
   out.append(dict(common, job='hf_train', precision='bfloat16'))
   out.append(dict(common, job='hf_train', precision='float32',

@@ -69,3 +69,41 @@ def test_prefix_adds_only_attention_flops():
   extra = 2 * 2 * l * cfg.joined_kv * (
       10 * cfg.num_encoder_layers + 4 * cfg.num_decoder_layers)
   assert prompted['total'] - base['total'] == extra
+
+
+def test_frozen_backbone_step_is_ours_xla_count(tiny):
+  """Conditioning-only training with PEFT's placement: the frozen-backbone
+  FLOP model against XLA's count of our compiled step, as above."""
+  cfg, batch = tiny
+  with jax.default_prng_impl('unsafe_rbg'):
+    result = ours.train(cfg, 'prefix_tuning_decoder', batch,
+                        num_tasks=NUM_TASKS, warmup=1, steps=1,
+                        train_params='conditioning')
+  ratio = result['analytic_flops'] / result['xla_flops']
+  assert 0.85 <= ratio <= 1.0, (result['analytic_flops'], result['xla_flops'])
+  # No optimizer state for the backbone: Adafactor keeps at most one
+  # parameter's worth of moments for each conditioner parameter.
+  assert result['state_bytes']['opt_state'] <= (
+      4 * result['conditioner_params'] + 1024)
+
+
+def test_frozen_backbone_flops_hand_computed_case():
+  """With zero layers: the output projection forward (2 * tokens * d * V)
+  and its activation gradient (the same again), no weight gradient; the
+  conditioner trains in full (3x)."""
+  cfg = dataclasses.replace(workload.t5_config('tiny'), num_encoder_layers=0,
+                            num_decoder_layers=0)
+  forward = 2 * (2 * 3) * cfg.emb_dim * cfg.vocab_size
+  got = flops_lib.frozen_backbone_step_flops(
+      cfg, batch=2, inputs=5, targets=3,
+      cond=flops_lib.Conditioned(decoder_prefix=4, conditioner_flops=100))
+  assert got == 2 * forward + 3 * 100
+
+
+def test_peft_prefix_encoder_flops_hand_computed():
+  """PEFT's MLP on batch * l rows: token_dim -> d_model -> L * 2 * token_dim."""
+  cfg = workload.t5_config('tiny')
+  rows = 4 * 16
+  assert flops_lib.peft_prefix_flops(cfg, batch=4, num_virtual_tokens=16) == (
+      2 * rows * cfg.joined_kv * cfg.emb_dim +
+      2 * rows * cfg.emb_dim * cfg.num_decoder_layers * 2 * cfg.joined_kv)
