@@ -31,7 +31,6 @@ DEFAULT_OUT = os.path.join(ROOT, 'bench', 'memory.json')
 # that has a conditioning-only row in the timed benchmark.
 ROWS = (('vanilla', 'all'),
         ('prefix_tuning', 'all'), ('prefix_tuning', 'conditioning'),
-        ('prefix_tuning_decoder', 'all'),
         ('prefix_tuning_decoder', 'conditioning'),
         ('hyperprompt_global', 'all'), ('hyperprompt_global', 'conditioning'))
 
@@ -76,6 +75,10 @@ def main(argv=None):
   parser.add_argument('--shape', default='small')
   parser.add_argument('--out', default=DEFAULT_OUT)
   args = parser.parse_args(argv)
+  # The code that runs is the code at the start.
+  commit = subprocess.run(['git', 'describe', '--always', '--dirty'],
+                          cwd=ROOT, capture_output=True, text=True
+                          ).stdout.strip()
   from bench import run  # pylint: disable=g-import-not-at-top
   b, i, t = run.BATCH_SHAPE
   cfg = workload.t5_config(args.shape, dropout_rate=run.DROPOUT_RATE)
@@ -86,8 +89,6 @@ def main(argv=None):
     rows.append(step_cost(cfg, name, batch, num_tasks=run.NUM_TASKS,
                           train_params=train))
     print(json.dumps(rows[-1]), flush=True)
-  commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT,
-                          capture_output=True, text=True).stdout.strip()
   with open(args.out, 'w') as f:
     json.dump({'command': 'python -m bench.memory ' + ' '.join(
         sys.argv[1:] if argv is None else argv), 'commit': commit,
