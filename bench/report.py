@@ -272,9 +272,9 @@ def _flops_table(results, shape) -> List[str]:
 
 
 def _decode_table(results, shape) -> List[str]:
-  lines = ['| system | step (ms per decode of the batch) | generated tokens '
-           '| tokens/s | peak RSS (MiB) | recompiles | load |',
-           '|---|---:|---:|---:|---:|---:|---:|']
+  lines = ['| system | batch | step (ms per decode of the batch) | '
+           'generated tokens | tokens/s | peak RSS (MiB) | recompiles | load |',
+           '|---|---:|---:|---:|---:|---:|---:|---:|']
   for r in _ok(results['runs']):
     job, res = r['job'], r['result']
     if job.get('shape') != shape or job['job'] not in ('ours_decode',
@@ -285,7 +285,8 @@ def _decode_table(results, shape) -> List[str]:
             'transformers generate (greedy, use_cache)')
     tokens = job['batch_shape'][0] * res['generated_length']
     lines.append(
-        f'| {name} | {_fmt(res["step_seconds"] * 1e3, 0)} | {tokens} | '
+        f'| {name} | {job["batch_shape"][0]} | '
+        f'{_fmt(res["step_seconds"] * 1e3, 0)} | {tokens} | '
         f'{_fmt(tokens / res["step_seconds"], 0)} | '
         f'{_fmt(res["peak_rss_mib"], 0)} | '
         f'{res.get("compiles_after_first_call", "-")} | '
@@ -294,36 +295,45 @@ def _decode_table(results, shape) -> List[str]:
 
 
 def _decode_roofline(results, shape) -> List[str]:
-  """The fastest a greedy decode can be here, from what it must read."""
-  ours = _find(results['runs'], shape=shape, job='ours_decode',
-               conditioner='vanilla')
-  gen = _find(results['runs'], shape=shape, job='hf_generate')
+  """The fastest a greedy decode can be here, from what it must read; one
+  line per batch size measured."""
   machine = _machine(results)
   bandwidth = machine.get('memory_bandwidth')
-  if not ours or not bandwidth or 'bytes_per_position' not in ours['result']:
-    return []
-  res = ours['result']
-  positions = res['generated_length']
-  read_s = positions * res['bytes_per_position'] / bandwidth
-  encode_s = res['encoder_flops'] / machine['xla_peak']['float32']
-  bound = read_s + encode_s
-  lines = [
-      f'Roofline: every generated position reads the decoder\'s parameters '
-      f'and the cache ({res["bytes_per_position"] / 2**20:,.0f} MiB) from '
-      f'memory, at the measured {bandwidth / 1e9:,.0f} GB/s at best: '
-      f'{read_s * 1e3:,.0f} ms for {positions} positions, plus '
-      f'{encode_s * 1e3:,.0f} ms for the encoder at the f32 matmul peak. '
-      f'No greedy decode of this batch runs in less than {bound * 1e3:,.0f} '
-      f'ms here; ours takes {res["step_seconds"] * 1e3:,.0f} ms '
-      f'({bound / res["step_seconds"]:.0%} of the bound\'s speed).']
-  if gen:
-    needed = gen['result']['step_seconds'] / 3
-    lines[0] += (f' Three times transformers\' speed would need '
-                 f'{needed * 1e3:,.0f} ms' + (
-                     ', below the bound: out of reach at batch '
-                     f'{ours["job"]["batch_shape"][0]} on this machine.'
-                     if needed < bound else '.'))
-  return lines
+  lines = []
+  for ours in _ok(results['runs']):
+    job, res = ours['job'], ours['result']
+    if (job.get('shape') != shape or job['job'] != 'ours_decode' or
+        job['conditioner'] != 'vanilla' or _variant(job) or not bandwidth or
+        'bytes_per_position' not in res):
+      continue
+    batch = job['batch_shape'][0]
+    gen = next((r for r in _ok(results['runs'])
+                if r['job']['job'] == 'hf_generate' and
+                r['job'].get('shape') == shape and
+                r['job'].get('batch_shape') == job['batch_shape']), None)
+    positions = res['generated_length']
+    read_s = positions * res['bytes_per_position'] / bandwidth
+    encode_s = res['encoder_flops'] / machine['xla_peak']['float32']
+    bound = read_s + encode_s
+    line = (
+        f'Roofline, batch {batch}: every generated position reads the '
+        f'decoder\'s parameters and the cache '
+        f'({res["bytes_per_position"] / 2**20:,.0f} MiB) from memory, at the '
+        f'measured {bandwidth / 1e9:,.0f} GB/s at best: '
+        f'{read_s * 1e3:,.0f} ms for {positions} positions, plus '
+        f'{encode_s * 1e3:,.0f} ms for the encoder at the f32 matmul peak. '
+        f'No greedy decode of this batch runs in less than '
+        f'{bound * 1e3:,.0f} ms here; ours takes '
+        f'{res["step_seconds"] * 1e3:,.0f} ms '
+        f'({bound / res["step_seconds"]:.0%} of the bound\'s speed).')
+    if gen:
+      needed = gen['result']['step_seconds'] / 3
+      line += (f' Three times transformers\' speed would need '
+               f'{needed * 1e3:,.0f} ms' + (
+                   ', below the bound: out of reach at batch '
+                   f'{batch} on this machine.' if needed < bound else '.'))
+    lines += [line, '']
+  return lines[:-1]
 
 
 def _profile_table(results, shape) -> List[str]:

@@ -76,6 +76,13 @@ def jobs(shape: str, full: bool, warmup: int, steps: int):
     out.append(dict(decode, job='ours_decode', conditioner=name))
   out.append(dict(decode, job='hf_generate'))
   if full:
+    # Decoding at batch 1 (one request) and 64 (a GLUE eval set in large
+    # batches) beside batch 8, ours and transformers.
+    b, inputs, targets = BATCH_SHAPE
+    for batch in (1, 64):
+      other = dict(decode, batch_shape=(batch, inputs, targets))
+      out.append(dict(other, job='ours_decode', conditioner='vanilla'))
+      out.append(dict(other, job='hf_generate'))
     # What the allocator, the dropout PRNG and XLA's options change.
     vanilla = dict(common, job='ours_train', conditioner='vanilla',
                    dtype='float32')

@@ -29,8 +29,18 @@ def test_decode_roofline_by_hand():
             'batch_shape': [8, 128, 32]}, step_seconds=0.84,
            generated_length=32, bytes_per_position=100e6,
            encoder_flops=10e9),
-      _run({'job': 'hf_generate', 'shape': 'small'}, step_seconds=0.9))
-  text = report._decode_roofline(results, 'small')[0]
+      _run({'job': 'hf_generate', 'shape': 'small',
+            'batch_shape': [8, 128, 32]}, step_seconds=0.9),
+      # Batch 64: its own line, its own cache bytes, no transformers run.
+      _run({'job': 'ours_decode', 'shape': 'small', 'conditioner': 'vanilla',
+            'batch_shape': [64, 128, 32]}, step_seconds=2.0,
+           generated_length=32, bytes_per_position=150e6,
+           encoder_flops=80e9))
+  text, _, text64 = report._decode_roofline(results, 'small')
+  # 32 x 150 MB / 10 GB/s = 480 ms, + 800 ms encoder: 1,280 ms, 64%.
+  assert text64.startswith('Roofline, batch 64:')
+  assert 'less than 1,280 ms' in text64 and '(64% of the bound' in text64
+  assert 'transformers' not in text64
   # 32 positions x 100 MB / 10 GB/s = 320 ms; 10 GFLOP / 100 GFLOP/s =
   # 100 ms; ours runs at 420 / 840 = 50% of the bound's speed; 3x
   # transformers would need 300 ms < 420 ms.
