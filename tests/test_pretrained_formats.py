@@ -133,6 +133,19 @@ def test_roundtrip_gives_identical_logits(tmp_path, source, write, name):
   np.testing.assert_array_equal(logits(model, loaded), expected)
 
 
+@pytest.mark.parametrize('write', [write_t5x_legacy, write_t5x_orbax])
+def test_relative_paths_read_the_same_parameters(tmp_path, monkeypatch,
+                                                 source, write):
+  """A checkpoint named relative to the working directory, as a user types
+  it after t5x wrote it, reads as by its absolute path."""
+  _, params, _ = source
+  write(tmp_path / 'run' / 'checkpoint_1000', params)
+  monkeypatch.chdir(tmp_path)
+  flat = pretrained.read_pretrained('run/checkpoint_1000')
+  for path, value in traverse_util.flatten_dict(params, sep='/').items():
+    np.testing.assert_array_equal(flat[path], value, err_msg=path)
+
+
 def test_t5x_legacy_reads_msgpack_file_path_and_only_the_target(
     tmp_path, source):
   _, params, _ = source

@@ -7,6 +7,8 @@ that reason, except the import guard, which is checked everywhere.
 import functools
 import importlib
 import os
+import re
+import subprocess
 import sys
 
 import gin
@@ -62,8 +64,8 @@ REQUIRED = [
     "INFER_OUTPUT_DIR = '/tmp/unused'",
 ]
 RUNS = {'finetune': 't5x/finetune.gin',
-        'eval': 't5x/configs/runs/eval.gin',
-        'infer': 't5x/configs/runs/infer.gin'}
+        'eval': 't5x/eval.gin',
+        'infer': 't5x/infer.gin'}
 
 
 def conditioner_files():
@@ -120,8 +122,12 @@ def test_gin_files_compose_with_t5x_run_configs(main_module, size, run):
     assert gin.query_parameter('train_eval/utils.DatasetConfig.pack') is False
     assert gin.query_parameter('utils.RestoreCheckpointConfig.'
                                'fallback_to_scratch') is True
+    assert gin.query_parameter('%USE_CACHED_TASKS') is False
   else:
     assert gin.query_parameter('utils.DatasetConfig.pack') is False
+    # Our tasks have no 'test' split (t5x's default).
+    assert gin.query_parameter('utils.DatasetConfig.split') == 'validation'
+    assert gin.query_parameter('utils.DatasetConfig.use_cached') is False
 
 
 @needs_t5x
@@ -311,3 +317,84 @@ def test_stock_checkpoint_restored_by_t5x_keeps_the_backbone(tmp_path):
   assert conditioner
   for name in conditioner:
     np.testing.assert_array_equal(flat[name], scratch[name], err_msg=name)
+
+
+def readme_t5x_commands():
+  """The `python -m t5x.*` command lines of the README's t5x section, with
+  the shell variables each code block sets before them."""
+  with open(os.path.join(REPO, 'README.md')) as f:
+    readme = f.read()
+  section = readme.split('## Running under t5x', 1)[1].split('\n## ', 1)[0]
+  commands = []
+  for block in re.findall(r'```sh\n(.*?)```', section, re.S):
+    lines = block.replace('\\\n', ' ').splitlines()
+    assignments = [l for l in lines if re.match(r'^[A-Z_]+=', l)]
+    commands += [(assignments, l) for l in lines
+                 if l.startswith('python -m t5x.')]
+  return commands
+
+
+def shell_argv(assignments, command, env):
+  """`command`'s argv after the shell's expansion and quote removal."""
+  script = '\n'.join(
+      [a for a in assignments if not a.startswith('HP=')] +
+      ['printf "%s\\0" ' + command.split(' ', 3)[3]])
+  out = subprocess.run(['bash', '-c', script], env=env, check=True,
+                       capture_output=True, text=True).stdout
+  return command.split(' ', 3)[2], out.split('\0')[:-1]
+
+
+def test_readme_has_train_eval_and_infer_for_t5x_and_for_a_cpu():
+  binaries = [c.split()[2] for _, c in readme_t5x_commands()]
+  assert binaries == ['t5x.train', 't5x.eval', 't5x.infer'] * 2
+
+
+@needs_t5x
+@pytest.mark.parametrize('index', range(6))
+def test_readme_t5x_command_parses_with_t5x_gin_flags(main_module, index):
+  """Every README command's flags, as t5x's binary rewrites and parses them,
+  give a complete config: gin files found, every REQUIRED macro bound."""
+  from t5x import gin_utils  # pylint: disable=g-import-not-at-top
+  assignments, command = readme_t5x_commands()[index]
+  env = dict(os.environ, HP=REPO, MODEL_DIR='/tmp/unused')
+  _, argv = shell_argv(assignments, command, env)
+  flags = {'--gin_search_paths': [], '--gin_file': [], '--gin_bindings': []}
+  for arg in gin_utils.rewrite_gin_args(argv):
+    name, value = arg.split('=', 1)
+    flags[name].append(value)
+  gin.clear_config()
+  gin_utils.parse_gin_flags(flags['--gin_search_paths'] + [T5X_ROOT],
+                            flags['--gin_file'], flags['--gin_bindings'],
+                            finalize_config=False)
+  config_str = gin.config_str()
+  assert 'gin.REQUIRED' not in config_str
+  if 't5x.train' not in command:
+    assert gin.query_parameter('utils.DatasetConfig.split') == 'validation'
+
+
+@needs_t5x
+def test_readme_cpu_example_runs_as_written(tmp_path):
+  """The README's CPU example: t5x.train, t5x.eval and t5x.infer, run by
+  bash as written, with MODEL_DIR under tmp_path and HP this checkout."""
+  cpu = [(a, c) for a, c in readme_t5x_commands() if 't5x/tiny.gin' in c]
+  assert len(cpu) == 3
+  model_dir = tmp_path / 'model'
+  bin_dir = os.path.dirname(sys.executable)  # `python` is this interpreter.
+  env = dict(os.environ, HP=REPO,
+             PATH=bin_dir + os.pathsep + os.environ['PATH'])
+  for assignments, command in cpu:
+    script = '\n'.join(
+        [f'MODEL_DIR={model_dir}' if a.startswith('MODEL_DIR=') else a
+         for a in assignments if not a.startswith('HP=')] + [command])
+    result = subprocess.run(['bash', '-c', script], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+  assert (model_dir / 'checkpoint_20').is_dir()
+  metrics = list((model_dir / 'eval' / 'inference_eval').glob(
+      '*-metrics.jsonl'))
+  assert len(metrics) == 9, metrics  # One per synthetic task.
+  predictions = list(
+      (model_dir / 'infer').glob('*-predict.jsonl-00000-of-00001'))
+  assert len(predictions) == 9, predictions
+  for path in predictions:
+    assert path.read_text().strip(), path

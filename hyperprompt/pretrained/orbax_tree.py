@@ -35,7 +35,11 @@ _BACKBONE_KEY = 'token_embedder'
 
 def item_directory(path: epath.PathLike) -> epath.Path:
   """The PyTree directory at `path` or in one of its ITEM_NAMES children."""
+  # orbax reads no metadata from a relative directory (it returns None), so a
+  # local relative path is made absolute; gs:// and the like already are.
   path = epath.Path(path)
+  if not path.is_absolute():
+    path = path.resolve()
   if (path / METADATA_FILE).exists():
     return path
   for name in ITEM_NAMES:
