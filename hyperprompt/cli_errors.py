@@ -53,8 +53,8 @@ def exit_on_error(fn: Callable[[], object], argv: Sequence[str]) -> None:
     return
   try:
     fn()
-  except KeyboardInterrupt:
-    print('Interrupted.', file=sys.stderr)
+  except KeyboardInterrupt as e:
+    print(f'Interrupted: {e}' if str(e) else 'Interrupted.', file=sys.stderr)
     sys.exit(INTERRUPTED_STATUS)
   except Exception as e:  # pylint: disable=broad-except
     print(f'error: {one_line(e)} (--verbose shows the traceback)',

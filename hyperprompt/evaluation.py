@@ -8,6 +8,7 @@
 fixed-size, sharded batches; the evaluator and `runner.infer` both use it.
 """
 import json
+import logging
 import os
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence
 
@@ -16,6 +17,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from hyperprompt import atomic_files
 from hyperprompt import data
 from hyperprompt import models
 from hyperprompt import partitioning
@@ -24,11 +26,11 @@ BEST_CHECKPOINTS_FILE = 'best_checkpoints.json'
 
 
 def jit_predict(model: models.Model, partitioner: partitioning.Partitioner):
-  """(params, global batch) -> predicted tokens [batch, length], replicated."""
-  return partitioner.jit(lambda params, batch: model.predict_batch(params,
-                                                                   batch),
-                         in_shardings=None,
-                         out_shardings=partitioner.replicated)
+  """(params, global batch, rng=None) -> predicted tokens [batch, length],
+  replicated; `rng` is for sampling decoders."""
+  return partitioner.jit(
+      lambda params, batch, rng=None: model.predict_batch(params, batch, rng),
+      in_shardings=None, out_shardings=partitioner.replicated)
 
 
 def jit_score(model: models.Model, partitioner: partitioning.Partitioner):
@@ -42,7 +44,8 @@ def jit_score(model: models.Model, partitioner: partitioning.Partitioner):
 
 def batch_outputs(fn: Callable, params, ds: tf.data.Dataset,
                   model: models.Model, partitioner: partitioning.Partitioner,
-                  batch_size: int) -> Iterator[tuple]:
+                  batch_size: int, needs_targets: bool = True
+                  ) -> Iterator[tuple]:
   """Yields (batch, outputs) of `fn` over every example of `ds`, in order.
 
   `ds` holds model features; batches of the global `batch_size` are padded
@@ -53,7 +56,7 @@ def batch_outputs(fn: Callable, params, ds: tf.data.Dataset,
   rows = partitioner.host_rows(batch_size)
   for batch, n in data.padded_batches(ds, batch_size,
                                       features=models.MODEL_FEATURES):
-    batch = model.validate_batch(batch)
+    batch = model.validate_batch(batch, needs_targets=needs_targets)
     host = {k: v[rows] for k, v in batch.items()}
     out = np.asarray(jax.device_get(fn(params,
                                        partitioner.global_batch(host))))
@@ -104,6 +107,8 @@ class Evaluator:
     results = {}
     for task in self.tasks:
       examples = self.examples[task.name]
+      # Progress: a large eval set is minutes of silence otherwise.
+      logging.info('Evaluating %s (%d examples)...', task.name, len(examples))
       vocab = task.output_features['targets'].vocabulary
       targets = [task.postprocess_fn(_target_text(ex, vocab), example=ex,
                                      is_target=True) for ex in examples]
@@ -153,8 +158,7 @@ def record_best(model_dir: str, step: int,
     if task not in best or score > best[task]['score']:
       best[task] = {'step': int(step), 'score': score, 'metrics': dict(values)}
   if jax.process_index() == 0:
-    with tf.io.gfile.GFile(path, 'w') as f:
-      json.dump(best, f, indent=1, sort_keys=True)
+    atomic_files.write_text(path, json.dumps(best, indent=1, sort_keys=True))
   return best
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from hyperprompt import atomic_files
 from hyperprompt import checkpoints
 from hyperprompt import data
 from hyperprompt import evaluation
@@ -29,12 +30,15 @@ from hyperprompt import models
 from hyperprompt import partitioning
 from hyperprompt import train_state
 from hyperprompt import trainer
+from hyperprompt.conditioning import precomputed
 from hyperprompt.tasks import mixtures
 
 # Dropout key implementations train() accepts (jax.random.key's `impl`).
 PRNG_IMPLS = ('threefry2x32', 'rbg', 'unsafe_rbg')
 HISTORY_FILE = 'history.jsonl'
 CURVES_FILE = 'curves.png'
+# gin's operative config of a training run, as t5x writes it.
+CONFIG_FILE = 'config.gin'
 
 
 def _finite_or_raise(loss: float, step: int, model_dir: str,
@@ -82,16 +86,25 @@ class _PendingMetrics:
 
 
 class _Preemption:
-  """Turns SIGTERM (TPU maintenance, preemption) into a save-and-exit."""
+  """Turns SIGTERM (TPU maintenance, preemption) and Ctrl-C into a
+  save-and-exit at the end of the current step; a second Ctrl-C aborts at
+  once (KeyboardInterrupt, no save)."""
 
   def __init__(self):
     self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self.signal_name: Optional[str] = None
+    self._previous = {sig: signal.signal(sig, self._handle)
+                      for sig in (signal.SIGTERM, signal.SIGINT)}
 
   def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning('SIGTERM received: saving a checkpoint at the end of '
-                    'this step, then exiting.')
+    del frame
+    if signum == signal.SIGINT and self.signal_name == 'Ctrl-C':
+      raise KeyboardInterrupt('Second Ctrl-C: aborted without saving.')
+    self.signal_name = 'Ctrl-C' if signum == signal.SIGINT else 'SIGTERM'
+    logging.warning('%s received: saving a checkpoint at the end of this '
+                    'step, then exiting%s.', self.signal_name,
+                    ' (Ctrl-C again aborts at once)'
+                    if signum == signal.SIGINT else '')
     self.requested = True
 
   def reached(self, step: int) -> bool:
@@ -102,7 +115,8 @@ class _Preemption:
     return self.requested
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
 
 
 class _History:
@@ -123,8 +137,8 @@ class _History:
     scalars = {k: float(v) for k, v in scalars.items()}
     self.writer.write_scalars(step, scalars)
     if jax.process_index() == 0:
-      with tf.io.gfile.GFile(self.path, 'a') as f:
-        f.write(json.dumps({'step': step, **scalars}) + '\n')
+      atomic_files.append_line(self.path, json.dumps({'step': step,
+                                                      **scalars}))
 
   def close(self):
     self.writer.flush()
@@ -199,6 +213,8 @@ def train(*,
                      f'{PRNG_IMPLS}.')
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep accelerators.
   partitioner = partitioner()
+  # Checked before anything is traced or compiled.
+  rows = partitioner.host_rows(batch_size)
   task_vocabulary = mixtures.task_vocabulary(mixture_or_task_name)
   _check_model_tasks(model, task_vocabulary)
   tf.io.gfile.makedirs(model_dir)
@@ -211,6 +227,7 @@ def train(*,
                                           params_abstract, params_axes)
   ckpt = checkpoints.Checkpointer(model_dir, task_vocabulary,
                                   keep=keep_checkpoints)
+  write_operative_config(model_dir)
   if ckpt.latest_step() is not None:
     state, batches_consumed = ckpt.restore(train_state.abstract_state(
         optimizer, params_abstract, shardings))
@@ -228,7 +245,6 @@ def train(*,
                                        shardings)
   # A typed key: trainer.train_step's fold_in then uses its implementation.
   dropout_rng = jax.random.key(seed + 1, impl=prng_impl)
-  rows = partitioner.host_rows(batch_size)
   host_batch_size = rows.stop - rows.start
   if train_batches is None:
     batches = data.as_numpy_batches(data.train_dataset(
@@ -248,10 +264,13 @@ def train(*,
   preemption = _Preemption()
   pending = _PendingMetrics(model_dir)
   step = int(state.step)
-  start_step, start_time = step, time.time()
+  # The ETA counts from the end of the first step's compilation.
+  start_step, start_time = None, None
   window_time, window_tokens, window_steps = time.time(), 0, 0
   logging.info('Training from step %d to %d, global batch %d on a %s mesh.',
                step, train_steps, batch_size, dict(partitioner.mesh.shape))
+  if step < train_steps:
+    logging.info('Compiling the train step (the first step waits for it)...')
   try:
     while step < train_steps:
       host_batch = model.validate_batch(next(batches))
@@ -261,6 +280,10 @@ def train(*,
       batches_consumed += 1
       step += 1
       window_steps += 1
+      if start_step is None:  # The call returns once compiled.
+        start_step, start_time = step, time.time()
+      # A background save that failed stops training now, not a period later.
+      ckpt.check_for_errors()
       # The previous step, which this one's dispatch did not wait for.
       pending.check(last_saved)
       pending.put(step, metrics)
@@ -269,13 +292,15 @@ def train(*,
         metrics = pending.check(last_saved)
         now = time.time()
         steps_per_s = window_steps / max(now - window_time, 1e-9)
-        rate = (step - start_step) / max(now - start_time, 1e-9)
-        eta = (train_steps - step) / max(rate, 1e-9)
+        eta = '?'  # Until a step has run after the compilation.
+        if step > start_step:
+          rate = (step - start_step) / max(now - start_time, 1e-9)
+          eta = _duration((train_steps - step) / max(rate, 1e-9))
         logging.info(
             'step %d/%d  loss %.4f  acc %.3f  %.2f steps/s  %.0f tokens/s  '
             'ETA %s', step, train_steps, float(metrics['loss']),
             float(metrics.get('accuracy', float('nan'))), steps_per_s,
-            window_tokens / max(now - window_time, 1e-9), _duration(eta))
+            window_tokens / max(now - window_time, 1e-9), eta)
         history.write(step, {
             **{f'train/{k}': v for k, v in metrics.items()},
             'train/steps_per_second': steps_per_s,
@@ -303,16 +328,65 @@ def train(*,
           pending.check(last_saved)
           ckpt.save(state, batches_consumed)
           last_saved = step
-        logging.warning('Stopped by SIGTERM after step %d; checkpoint saved.',
-                        step)
+        logging.warning('Stopped by %s after step %d; checkpoint saved.',
+                        preemption.signal_name, step)
         break
-  finally:
-    preemption.restore()
-    ckpt.close()
-    history.close()
-    if plot and jax.process_index() == 0:
-      plot_curves(model_dir)
+  except BaseException:
+    # The error in flight is the one to report; closing may fail again (a
+    # failed save re-raises) and must not replace it.
+    _finish(preemption, ckpt, history, plot, model_dir, quietly=True)
+    raise
+  _finish(preemption, ckpt, history, plot, model_dir)
+  if preemption.signal_name == 'Ctrl-C':
+    # Not finished: a non-zero exit (130) for scripts, after the save.
+    raise KeyboardInterrupt(f'Stopped by Ctrl-C after step {step}; '
+                            'checkpoint saved.')
   return state
+
+
+def _finish(preemption, ckpt, history, plot: bool, model_dir: str,
+            quietly: bool = False) -> None:
+  """Restores the signal handlers, waits for saves, closes the logs."""
+  preemption.restore()
+  steps = [ckpt.close, history.close]
+  if plot and jax.process_index() == 0:
+    steps.append(lambda: plot_curves(model_dir))
+  for close in steps:
+    try:
+      close()
+    except Exception as e:  # pylint: disable=broad-except
+      if not quietly:
+        raise
+      logging.warning('While stopping: %s: %s', type(e).__name__, e)
+
+
+def write_operative_config(model_dir: str) -> Optional[str]:
+  """Writes gin's operative config to MODEL_DIR/config.gin and logs it.
+
+  As t5x: the configuration the run actually uses, every parameter of every
+  configurable called so far (the model, optimizer and partitioner are
+  built by now), to reproduce or compare the run. A resumed run whose
+  config differs keeps the original and writes config_<N>.gin beside it, N
+  the number of configs already there. Returns the path written, or None
+  without gin configuration (a Python caller).
+  """
+  config = gin.operative_config_str()
+  if not config.strip() or jax.process_index() > 0:
+    return None
+  path = os.path.join(model_dir, CONFIG_FILE)
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      if f.read() == config:
+        return path
+    path = os.path.join(model_dir, f'config_'
+                        f'{len(tf.io.gfile.glob(os.path.join(model_dir, "config*.gin")))}'
+                        '.gin')
+    logging.warning('The gin configuration differs from the one this run '
+                    'started with (%s); writing %s.',
+                    os.path.join(model_dir, CONFIG_FILE), path)
+  atomic_files.write_text(path, config)
+  logging.info('Operative gin configuration (%s):\n%s', path, config)
+  return path
 
 
 def _num_tokens(batch) -> int:
@@ -332,6 +406,9 @@ def _check_model_tasks(model, task_vocabulary):
         f'The model conditions on {num_tasks} tasks but the mixture has '
         f'{len(task_vocabulary)}: {list(task_vocabulary.names)}. Set the '
         "conditioner's num_tasks to the mixture's task count in gin.")
+  conditioner = getattr(getattr(model, 'module', None), 'conditioner', None)
+  if isinstance(conditioner, precomputed.Precomputed) and conditioner.path:
+    precomputed.check_task_names(conditioner.path, task_vocabulary.names)
 
 
 def read_history(model_dir: str) -> list:
@@ -368,7 +445,7 @@ def plot_curves(model_dir: str) -> Optional[str]:
     axes[1].legend(fontsize=6)
   fig.tight_layout()
   path = os.path.join(model_dir, CURVES_FILE)
-  with tf.io.gfile.GFile(path, 'wb') as f:
+  with atomic_files.open_for_write(path, 'wb') as f:
     fig.savefig(f, format='png', dpi=100)
   plt.close(fig)
   return path
@@ -387,12 +464,45 @@ def _restored_params(model, model_dir, checkpoint_step, mixture_or_task_name,
         'first or set MODEL_DIR to a trained run.')
   task_vocabulary = mixtures.task_vocabulary(mixture_or_task_name)
   _check_model_tasks(model, task_vocabulary)
-  abstract, _ = train_state.abstract_params(
-      model, train_state.input_shapes(model, task_feature_lengths,
-                                      batch_size),
-      partitioner)
+  shapes = train_state.input_shapes(model, task_feature_lengths, batch_size)
+  abstract, _ = train_state.abstract_params(model, shapes, partitioner)
+  conditioner = model.module.conditioner
+  if isinstance(conditioner, precomputed.Precomputed) and conditioner.path:
+    stored = checkpoints.restore_params(model_dir, step,
+                                        task_vocabulary=task_vocabulary)
+    if not set(stored.get('conditioner', {})) <= set(precomputed.NAMES):
+      return _backbone_and_prefix_file(model, stored, shapes, partitioner,
+                                       abstract, model_dir), step
   return checkpoints.restore_params(model_dir, step, abstract,
                                     task_vocabulary), step
+
+
+def _backbone_and_prefix_file(model, stored, shapes, partitioner, abstract,
+                              model_dir):
+  """Serving exported prefixes: the run's backbone, the file's prefixes.
+
+  `stored` is a checkpoint of the run the prefixes were exported from (its
+  conditioner is a hypernetwork or prefix-tuning MLP); the backbone comes
+  from it, the conditioner is Precomputed's, initialised from PREFIX_FILE.
+  """
+  backbone = {k: v for k, v in stored.items() if k != 'conditioner'}
+  expected = {k: v for k, v in abstract.items() if k != 'conditioner'}
+  if jax.tree.structure(backbone) != jax.tree.structure(expected) or any(
+      a.shape != b.shape for a, b in zip(jax.tree.leaves(backbone),
+                                         jax.tree.leaves(expected))):
+    raise ValueError(
+        f'The checkpoint in {model_dir} is not a backbone of this model (its '
+        'parameters differ in names or shapes); pass the size file the run '
+        'was trained with.')
+  params, _ = train_state.init_params(model, shapes, partitioner, seed=0)
+  params = dict(params)
+  for name, subtree in backbone.items():
+    params[name] = jax.tree.map(
+        lambda v, a: jax.device_put(np.asarray(v), a.sharding), subtree,
+        abstract[name])
+  logging.info('Serving the backbone of %s with the prefixes of %s.',
+               model_dir, model.module.conditioner.path)
+  return params
 
 
 @gin.configurable(module='hyperprompt.runner')
@@ -420,9 +530,15 @@ def evaluate(*,
   for task, values in sorted(results.items()):
     logging.info('%s: %s', task, values)
   if jax.process_index() == 0:
-    with tf.io.gfile.GFile(os.path.join(model_dir, f'eval_{step}.json'),
-                           'w') as f:
-      json.dump(results, f, indent=1, sort_keys=True)
+    path = os.path.join(model_dir, f'eval_{step}.json')
+    text = json.dumps(results, indent=1, sort_keys=True)
+    try:
+      atomic_files.write_text(path, text)
+    except Exception as e:  # pylint: disable=broad-except
+      # The metrics took the whole evaluation to compute: never lose them.
+      print(text, flush=True)
+      raise OSError(f'Could not write {path} ({type(e).__name__}: {e}); the '
+                    'results are printed above.') from e
   return results
 
 
@@ -437,12 +553,16 @@ def infer(*,
           checkpoint_step: Optional[int] = None,
           split: str = 'validation',
           num_examples: Optional[int] = None,
+          seed: int = 0,
           partitioner: Callable[[], partitioning.Partitioner]
           = partitioning.Partitioner) -> str:
   """Writes one JSON line {inputs, prediction, task} per example.
 
   Every task of the mixture (or the task) is run over `split` in order.
-  Default output: MODEL_DIR/infer_<split>_<step>.jsonl.
+  Default output: MODEL_DIR/infer_<split>_<step>.jsonl, written atomically.
+  Sampling decoders (decoding.temperature_sample) draw from `seed`: batch i
+  uses fold_in(PRNGKey(seed), i), so a run is reproducible. Targets are not
+  needed.
   """
   partitioner = partitioner()
   params, step = _restored_params(model, model_dir, checkpoint_step,
@@ -451,6 +571,10 @@ def infer(*,
   output_file = output_file or os.path.join(
       model_dir, f'infer_{split}_{step}.jsonl')
   predict = evaluation.jit_predict(model, partitioner)
+  key, batch_index = jax.random.PRNGKey(seed), iter(range(1 << 62))
+
+  def predict_with_rng(params, batch):
+    return predict(params, batch, jax.random.fold_in(key, next(batch_index)))
   converter = data.feature_converter(model)
   lines = []
   for task in seqio.get_subtasks(seqio.get_mixture_or_task(
@@ -463,14 +587,14 @@ def infer(*,
     in_vocab = task.output_features['inputs'].vocabulary
     out_vocab = task.output_features['targets'].vocabulary
     for batch, tokens in evaluation.batch_outputs(
-        predict, params, ds, model, partitioner, batch_size):
+        predict_with_rng, params, ds, model, partitioner, batch_size,
+        needs_targets=False):
       for inputs, prediction in zip(batch['encoder_input_tokens'], tokens):
         lines.append({'inputs': in_vocab.decode(inputs.tolist()),
                       'prediction': out_vocab.decode(prediction.tolist()),
                       'task': task.name})
   if jax.process_index() == 0:
-    with tf.io.gfile.GFile(output_file, 'w') as f:
-      for line in lines:
-        f.write(json.dumps(line) + '\n')
+    atomic_files.write_text(output_file,
+                            ''.join(json.dumps(line) + '\n' for line in lines))
   logging.info('Wrote %d predictions to %s.', len(lines), output_file)
   return output_file

@@ -55,6 +55,9 @@ def test_console_script_train_then_eval_exit_zero_and_print_no_state(
   assert train.returncode == 0, train.stderr[-2000:]
   # The runner's return value (the TrainState) is never printed.
   assert 'TrainState' not in train.stdout + train.stderr
+  # gin's operative config, as t5x writes it.
+  config = (model_dir / 'config.gin').read_text()
+  assert 'BATCH_SIZE = 8' in config and 'runner.train' in config
   evaluate = _run([sys.executable, '-m', 'hyperprompt.eval',
                    '--gin_file=models/sizes/tiny.gin',
                    '--gin_file=models/conditioners/hyperprompt_global.gin',
