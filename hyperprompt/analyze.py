@@ -346,4 +346,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
 
 if __name__ == '__main__':
   from hyperprompt import cli_errors  # pylint: disable=g-import-not-at-top
+  from hyperprompt import quiet_logs  # pylint: disable=g-import-not-at-top
+  quiet_logs.configure(quiet_logs.WARNING)
   cli_errors.exit_on_error(main, sys.argv[1:])

@@ -13,7 +13,12 @@ import os
 import uuid
 from typing import IO, Iterator
 
-import tensorflow as tf
+
+def _gfile():
+  # Imported on use: the model modules import this one (prefix files), and
+  # building a model must not import TensorFlow.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.io.gfile
 
 
 @contextlib.contextmanager
@@ -29,13 +34,14 @@ def open_for_write(path: str, mode: str = 'w') -> Iterator[IO]:
   directory, name = os.path.split(path)
   # Beside the target, so that the rename stays on one filesystem.
   temporary = os.path.join(directory, f'.{name}.tmp-{uuid.uuid4().hex[:8]}')
+  gfile = _gfile()
   try:
-    with tf.io.gfile.GFile(temporary, mode) as f:
+    with gfile.GFile(temporary, mode) as f:
       yield f
-    tf.io.gfile.rename(temporary, path, overwrite=True)
+    gfile.rename(temporary, path, overwrite=True)
   except BaseException:
-    if tf.io.gfile.exists(temporary):
-      tf.io.gfile.remove(temporary)
+    if gfile.exists(temporary):
+      gfile.remove(temporary)
     raise
 
 
@@ -63,8 +69,8 @@ def append_line(path: str, line: str) -> None:
                     'history line were written (disk full?).')
     return
   existing = b''
-  if tf.io.gfile.exists(path):
-    with tf.io.gfile.GFile(path, 'rb') as f:
+  if _gfile().exists(path):
+    with _gfile().GFile(path, 'rb') as f:
       existing = f.read()
   with open_for_write(path, 'wb') as f:
     f.write(existing + data)

@@ -21,6 +21,7 @@ import numpy as np
 from hyperprompt import checkpoints
 from hyperprompt import cli_errors
 from hyperprompt import gin_cli
+from hyperprompt import quiet_logs
 from hyperprompt.conditioning import precomputed
 from hyperprompt.network import Transformer
 
@@ -65,4 +66,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
+  quiet_logs.configure(quiet_logs.WARNING)
   cli_errors.exit_on_error(main, sys.argv[1:])

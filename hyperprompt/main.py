@@ -23,26 +23,16 @@ import argparse
 import importlib
 import importlib.util
 import logging
-import os
 import runpy
 import sys
 from typing import Optional, Sequence
 
 from hyperprompt import cli_errors
 from hyperprompt import gin_cli
+from hyperprompt import quiet_logs
 
 RUNS = {'train': 'train', 'eval': 'evaluate', 'infer': 'infer'}
 TOOLS = ('export', 'params', 'analyze', 'compile')
-
-
-def _configure_logging():
-  logging.basicConfig(level=logging.INFO,
-                      format='%(asctime)s %(levelname)s %(message)s',
-                      force=True)
-  # Orbax and absl log every file they touch; keep the run's own progress.
-  for name in ('absl', 'orbax', 'jax', 'tensorflow'):
-    logging.getLogger(name).setLevel(logging.WARNING)
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 
 def run(command: str, argv: Sequence[str]):
@@ -55,7 +45,7 @@ def run(command: str, argv: Sequence[str]):
       f'(hyperprompt.runner.{RUNS[command]}).')
   gin_cli.add_flags(parser)
   args = parser.parse_args(rest)
-  _configure_logging()
+  quiet_logs.configure()
   # Imported here so `hyperprompt --help` stays fast.
   from hyperprompt import partitioning  # pylint: disable=g-import-not-at-top
   from hyperprompt import runner  # pylint: disable=g-import-not-at-top
@@ -74,6 +64,7 @@ def run_tool(name: str, argv: Sequence[str]):
     raise SystemExit(f'`hyperprompt {name}` needs the module {module}, which '
                      'is not installed in this version.')
   sys.argv = [module, *argv]
+  quiet_logs.configure(logging.WARNING)  # The tools print their results.
   runpy.run_module(module, run_name='__main__', alter_sys=True)
 
 
@@ -89,6 +80,8 @@ def console_main(argv: Optional[Sequence[str]] = None) -> None:
   if not argv or argv[0] not in commands:
     raise SystemExit(usage)
   command, rest = argv[0], argv[1:]
+  if not cli_errors.verbose_requested(rest):
+    quiet_logs.import_tensorflow_quietly()
   if command in TOOLS:
     cli_errors.exit_on_error(lambda: run_tool(command, rest), rest)
   else:

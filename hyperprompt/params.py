@@ -19,6 +19,7 @@ import numpy as np
 
 from hyperprompt import cli_errors
 from hyperprompt import gin_cli
+from hyperprompt import quiet_logs
 from hyperprompt.conditioning.interface import Conditioner
 from hyperprompt.config import T5Config
 from hyperprompt.network import Transformer
@@ -74,4 +75,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
+  quiet_logs.configure(quiet_logs.WARNING)
   cli_errors.exit_on_error(main, sys.argv[1:])

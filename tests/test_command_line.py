@@ -45,8 +45,9 @@ def _clear_gin():
 
 @pytest.mark.skipif(not os.path.exists(SCRIPT),
                     reason='the console script is not installed')
-def test_console_script_train_then_eval_exit_zero_and_print_no_state(
+def test_console_script_readme_routes_exit_zero_and_print_no_state(
     tmp_path):
+  """train, eval, export, and infer serving the exported prefixes."""
   model_dir = tmp_path / 'run'
   train = _run([SCRIPT, 'train', *TINY_RUN,
                 f'--gin.MODEL_DIR="{model_dir}"', '--gin.TRAIN_STEPS=2',
@@ -65,6 +66,31 @@ def test_console_script_train_then_eval_exit_zero_and_print_no_state(
                    f'--gin.MODEL_DIR="{model_dir}"', '--gin.BATCH_SIZE=8'])
   assert evaluate.returncode == 0, evaluate.stderr[-2000:]
   assert (model_dir / 'eval_2.json').exists()
+  # Quiet logs: no CUDA probing noise on CPU, no orbax notes about the
+  # read-only restore, each warning once.
+  for noise in ('cuInit', 'cuda drivers', 'Given directory is read only'):
+    assert noise not in train.stderr + evaluate.stderr
+  warnings = [line.split(' WARNING ', 1)[1] for line in
+              evaluate.stderr.splitlines() if ' WARNING ' in line]
+  assert len(warnings) == len(set(warnings)), warnings
+  # README: export the prefixes, then serve them on the run's backbone with
+  # precomputed.gin and PREFIX_FILE.
+  prefix_file = tmp_path / 'prefixes.npz'
+  export = _run([SCRIPT, 'export', '--gin_file=models/sizes/tiny.gin',
+                 '--gin_file=models/conditioners/hyperprompt_global.gin',
+                 '--gin.NUM_TASKS=9', f'--checkpoint={model_dir}',
+                 f'--output={prefix_file}'])
+  assert export.returncode == 0, export.stderr[-2000:]
+  served = tmp_path / 'served.jsonl'
+  infer = _run([sys.executable, '-m', 'hyperprompt.infer',
+                '--gin_file=models/sizes/tiny.gin',
+                '--gin_file=models/conditioners/precomputed.gin',
+                '--gin_file=runs/infer.gin', *SYNTHETIC,
+                f'--gin.MODEL_DIR="{model_dir}"', '--gin.BATCH_SIZE=8',
+                f'--gin.PREFIX_FILE="{prefix_file}"',
+                f'--gin.INFER_OUTPUT="{served}"'])
+  assert infer.returncode == 0, infer.stderr[-2000:]
+  assert len(served.read_text().splitlines()) == 9 * 4
 
 
 @pytest.mark.skipif(not os.path.exists(SCRIPT),
@@ -78,6 +104,18 @@ def test_console_script_misspelled_macro_is_one_line_and_exit_one(tmp_path):
   last = _last_line(result.stderr)
   assert 'BATCH_SIZ ' in last and 'did you mean BATCH_SIZE' in last
   assert not os.listdir(tmp_path)  # Failed before anything was written.
+
+
+@pytest.mark.skipif(not os.path.exists(SCRIPT),
+                    reason='the console script is not installed')
+def test_console_script_params_route_of_the_readme():
+  # README: HyperPrompt-Global on T5.1.1-XXL with 8 tasks adds 0.137%.
+  result = _run([SCRIPT, 'params', '--gin_file=models/sizes/t5_1_1_xxl.gin',
+                 '--gin_file=models/conditioners/hyperprompt_global.gin',
+                 '--gin.NUM_TASKS=8'])
+  assert result.returncode == 0, result.stderr[-2000:]
+  overhead = result.stdout.split('overhead:')[1].split('%')[0]
+  assert round(float(overhead), 3) == 0.137
 
 
 def test_help_lists_the_t5x_flags():
@@ -100,6 +138,25 @@ def test_an_error_is_one_line_and_exit_one_without_verbose(capsys):
   assert err.startswith('error: ValueError: NUM_TASKS is wrong (--verbose')
   with pytest.raises(ValueError, match='NUM_TASKS'):
     cli_errors.exit_on_error(fail, ['--verbose'])
+
+
+def test_each_warning_once_and_orbax_notes_dropped(capsys):
+  from hyperprompt import quiet_logs  # pylint: disable=g-import-not-at-top
+  import logging  # pylint: disable=g-import-not-at-top
+  quiet_logs.configure()
+  log = logging.getLogger('seqio')
+  for _ in range(3):
+    log.warning('Using an uncached FunctionDataset for %s', 'task_a')
+  log.warning('Using an uncached FunctionDataset for %s', 'task_b')
+  logging.getLogger('absl').warning('Given directory is read only=/x')
+  logging.getLogger('hyperprompt').info('step 1/2')
+  logging.getLogger('hyperprompt').info('step 1/2')
+  lines = capsys.readouterr().err.splitlines()
+  assert [line.split(' ', 2)[2] for line in lines] == [
+      'WARNING Using an uncached FunctionDataset for task_a',
+      'WARNING Using an uncached FunctionDataset for task_b',
+      'INFO step 1/2', 'INFO step 1/2']
+  logging.basicConfig(force=True)
 
 
 def test_ctrl_c_outside_training_exits_130(capsys):
