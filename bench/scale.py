@@ -38,17 +38,22 @@ CONDITIONERS = ('none', 'hyperprompt_global', 'prefix_tuning', 'adapters')
 SLICES = (('v5e-256', 'v5e:16x16'), ('v4-128 chips', 'v4:4x4x8'),
           ('v5e-64', 'v5e:8x8'), ('v5e-16', 'v5e:4x4'))
 # (model partitions, parameter partitioning dims, remat policy) to try, in
-# order, per size: from what the parameter count suggests (float32
-# parameters: base 1 GiB, large 3 GiB, XL 11 GiB, XXL 42 GiB) towards more
-# sharding and recomputation. On this 2-core machine an XXL compile takes
-# about 10 minutes, so the lists are short.
+# order, per size. 2-D first: it divides parameters and optimizer state by
+# every device (float32 parameters: base 1 GiB, large 3 GiB, XL 11 GiB, XXL
+# 42 GiB), and a small 'model' axis leaves a large 'data' axis, so few
+# examples per device. A slice with more devices than the batch has rows
+# needs 'model' >= devices / 128 (run skips what does not divide). Remat is
+# not tried: on XL/XXL with scanned layers XLA:TPU (libtpu 0.0.42.1)
+# crashed compiling it (SIGSEGV). On this 2-core machine an XXL compile
+# takes about 10 minutes, so the lists are short.
 PARTITIONINGS = {
-    'base': ((1, 1, 'none'), (4, 2, 'none'), (4, 2, 'full')),
-    'large': ((1, 1, 'none'), (8, 1, 'none'), (8, 2, 'full')),
-    'xl': ((8, 1, 'none'), (16, 2, 'none'), (16, 2, 'full')),
-    'xxl': ((16, 2, 'full'), (16, 1, 'full')),
+    'base': ((1, 1, 'none'), (2, 1, 'none'), (4, 2, 'none')),
+    'large': ((1, 1, 'none'), (2, 1, 'none'), (4, 2, 'none')),
+    'xl': ((4, 2, 'none'), (8, 2, 'none')),
+    'xxl': ((4, 2, 'none'), (8, 2, 'none')),
 }
-WORKLOAD = {'NUM_TASKS': '8', 'BATCH_SIZE': '128',
+BATCH_ROWS = 128
+WORKLOAD = {'NUM_TASKS': '8', 'BATCH_SIZE': str(BATCH_ROWS),
             'TASK_FEATURE_LENGTHS': "{'inputs': 512, 'targets': 16}"}
 JOB_TIMEOUT_S = 1500
 
@@ -157,6 +162,16 @@ def cells_in_priority_order():
   return sorted(cells, key=key)
 
 
+def _num_devices(topology: str) -> int:
+  """Devices of a libtpu topology name ('v5e:16x16' -> 256; v4 has two
+  devices, its TensorCores, per chip)."""
+  kind, shape = topology.split(':')
+  chips = 1
+  for n in shape.split('x'):
+    chips *= int(n)
+  return chips * (2 if kind in ('v4', 'v3') else 1)
+
+
 def run(budget_s: float) -> None:
   """Compiles cells until all are decided or `budget_s` has passed. A cell
   reuses the partitioning that fitted for another conditioner of its size
@@ -168,8 +183,10 @@ def run(budget_s: float) -> None:
       continue
     fitted = [c for c in cells if c.get('fits') and
               (c['size'], c['topology']) == (size, topology)]
+    devices = _num_devices(topology)
     candidates = ([_partitioning(fitted[0])] if fitted else
-                  list(PARTITIONINGS[size]))
+                  [p for p in PARTITIONINGS[size]
+                   if BATCH_ROWS % (devices // p[0]) == 0])
     for partitioning in candidates:
       if time.time() > deadline:
         return
