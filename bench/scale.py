@@ -97,9 +97,18 @@ def _load() -> List[dict]:
     return json.load(f)['cells']
 
 
+def _notes() -> List[str]:
+  """Free-text notes kept in the JSON (e.g. where a recorded commit went)."""
+  if not os.path.exists(RESULTS):
+    return []
+  with open(RESULTS) as f:
+    return json.load(f).get('notes', [])
+
+
 def _save(cells: List[dict]) -> None:
+  notes = _notes()
   with open(RESULTS, 'w') as f:
-    json.dump({'cells': cells}, f, indent=1)
+    json.dump({'cells': cells, 'notes': notes}, f, indent=1)
 
 
 def _commit() -> str:
@@ -263,7 +272,7 @@ def markdown(cells: List[dict]) -> str:
             f'{_gib(c.get("hbm"))} | {fits} | {over} | '
             f'{"-" if seconds is None else f"{seconds:.0f} / {cpu:.0f}"} '
             f'({c["load_before"]:.1f}) | {c["commit"]} |')
-  out += ['', END]
+  out += [''] + [f'Note: {n}' for n in _notes()] + ['', END]
   return '\n'.join(out)
 
 
