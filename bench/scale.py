@@ -243,14 +243,14 @@ def markdown(cells: List[dict]) -> str:
     if c.get('fits') or key not in deciding or not deciding[key].get('fits'):
       if not deciding.get(key, {}).get('fits'):
         deciding[key] = c
+  missing = []
   for size in SIZES:
     for slice_name, topology in SLICES:
       none = deciding.get((size, topology, 'none'))
       for conditioner in CONDITIONERS:
         c = deciding.get((size, topology, conditioner))
         if c is None:
-          out.append(f'| {size} | {slice_name} | {conditioner} | not run | '
-                     '| | | | | | | | |')
+          missing.append(f'{size}/{slice_name}/{conditioner}')
           continue
         part = f'model {c["partitions"]}' + (
             ', 2-D' if c['dims'] == 2 else '') + (
@@ -272,6 +272,10 @@ def markdown(cells: List[dict]) -> str:
             f'{_gib(c.get("hbm"))} | {fits} | {over} | '
             f'{"-" if seconds is None else f"{seconds:.0f} / {cpu:.0f}"} '
             f'({c["load_before"]:.1f}) | {c["commit"]} |')
+  if missing:
+    out += ['', f'Not compiled yet ({len(missing)} of '
+            f'{len(SIZES) * len(SLICES) * len(CONDITIONERS)} cells; '
+            '`make scale` resumes): ' + ', '.join(missing) + '.']
   out += [''] + [f'Note: {n}' for n in _notes()] + ['', END]
   return '\n'.join(out)
 
