@@ -322,8 +322,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
   lengths = _task_feature_lengths()
   names = _task_names(args.task)
   vocabulary = tasks.task_vocabulary(names[0])
-  params = checkpoints.restore_params(args.checkpoint, args.step,
-                                      task_vocabulary=vocabulary)
+  params = checkpoints.restore_params(
+      args.checkpoint, args.step, task_vocabulary=vocabulary,
+      expected_params=models.param_shapes(model.module))
   results = {}
   for name in names:
     results[name] = attention_mass(

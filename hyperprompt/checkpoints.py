@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import zlib
-from typing import Any, Collection, Dict, Mapping, Optional, Sequence
+from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from etils import epath
 import gin
@@ -136,6 +136,119 @@ def _unreadable(directory: str, step: int, error: Exception,
   return CorruptCheckpointError(message, step)
 
 
+class CheckpointMismatchError(ValueError):
+  """A checkpoint that does not fit the configured run (raised before orbax
+  reads any array, so nothing is restored half-way)."""
+
+
+# What to do about a mismatch, in every such error.
+_MISMATCH_ADVICE = (
+    'Use the gin files the run was trained with, start a new MODEL_DIR, or '
+    'pass the checkpoint as INITIAL_CHECKPOINT_PATH to fine-tune from it.')
+# How many differing arrays an error names.
+_NAMED_DIFFERENCES = 3
+
+
+def _key_name(key) -> str:
+  for attribute in ('key', 'name', 'idx'):
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
+def _array_specs(tree) -> Dict[str, Tuple[Tuple[int, ...], str]]:
+  """'/'-joined path -> (shape, dtype name) of each array in `tree` (abstract
+  arrays or orbax's ArrayMetadata; orbax stores named tuples as dicts by field
+  name, so both sides name a leaf the same way)."""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(
+      tree, is_leaf=lambda x: hasattr(x, 'shape') and hasattr(x, 'dtype'))
+  return {'/'.join(_key_name(k) for k in path):
+              (tuple(leaf.shape), np.dtype(leaf.dtype).name)
+          for path, leaf in leaves}
+
+
+def _describe(spec) -> str:
+  shape, dtype = spec
+  return f'{shape} {dtype}'
+
+
+def tree_differences(stored, configured) -> List[str]:
+  """The arrays that differ between a checkpoint's tree and the configured
+  one, by path, in path order: missing on either side, or another shape or
+  dtype. Both are trees of anything with .shape and .dtype."""
+  stored, configured = _array_specs(stored), _array_specs(configured)
+  differences = []
+  for path in sorted(set(stored) | set(configured)):
+    if path not in stored:
+      differences.append(f'{path} is not in the checkpoint')
+    elif path not in configured:
+      differences.append(f'{path} is in the checkpoint but not in the '
+                         'configured model')
+    elif stored[path] != configured[path]:
+      differences.append(
+          f'{path} is {_describe(stored[path])} in the checkpoint but '
+          f'{_describe(configured[path])} in the configured model')
+  return differences
+
+
+def stored_tree(step_dir: epath.PathLike, item: str):
+  """The ArrayMetadata tree of one item of a step, read without its arrays."""
+  metadata = ocp.StandardCheckpointer().metadata(epath.Path(step_dir) / item)
+  return getattr(metadata, 'item_metadata', metadata)
+
+
+def check_tree(stored, configured, item: str,
+               step_dir: epath.PathLike) -> None:
+  """Raises CheckpointMismatchError naming the first differing arrays of
+  `item` ('params' or 'opt_state') between `stored` (its stored_tree) and
+  `configured`."""
+  differences = tree_differences(stored, configured)
+  if not differences:
+    return
+  what = 'parameters' if item == 'params' else 'optimizer state'
+  named = '; '.join(differences[:_NAMED_DIFFERENCES])
+  more = len(differences) - _NAMED_DIFFERENCES
+  if more > 0:
+    named += f' (and {more} more)'
+  raise CheckpointMismatchError(
+      f'The checkpoint {step_dir} does not match the configured model\'s '
+      f'{what}: {named}. {_MISMATCH_ADVICE}')
+
+
+def _check_task_vocabulary(task_vocabulary: TaskVocabulary,
+                           meta: Mapping[str, Any],
+                           step_dir: epath.PathLike) -> None:
+  try:
+    task_vocabulary.check_matches(TaskVocabulary(meta['task_names']))
+  except ValueError as e:
+    message = ' '.join(str(e).split())  # One line.
+    raise CheckpointMismatchError(
+        f'{step_dir}: {message} {_MISMATCH_ADVICE}') from None
+
+
+def _check_data_position(meta: Mapping[str, Any], batch_size: Optional[int],
+                         step_dir: epath.PathLike) -> None:
+  """The data position is per host and counts global batches: it only means
+  the same examples with the same batch size and number of hosts.
+  (Checkpoints from before these were saved pass.)"""
+  saved = meta.get('batch_size')
+  if saved is not None and batch_size is not None and saved != batch_size:
+    raise CheckpointMismatchError(
+        f'The checkpoint {step_dir} was trained with BATCH_SIZE={saved} and '
+        f'this run has BATCH_SIZE={batch_size}: its data position counts '
+        f'batches of {saved}, so the resumed run would see other examples. '
+        f'Resume with BATCH_SIZE={saved}, start a new MODEL_DIR, or pass the '
+        'checkpoint as INITIAL_CHECKPOINT_PATH to fine-tune from it.')
+  hosts = meta.get('process_count')
+  if hosts is not None and hosts != jax.process_count():
+    raise CheckpointMismatchError(
+        f'The checkpoint {step_dir} was written by {hosts} processes and this '
+        f'run has {jax.process_count()}: each process reads its own shard of '
+        'the data, so the saved position would mean other examples. Resume '
+        f'on {hosts} processes, start a new MODEL_DIR, or pass the checkpoint '
+        'as INITIAL_CHECKPOINT_PATH to fine-tune from it.')
+
+
 @dataclasses.dataclass
 class _KeepLatestAndBest:
   """Orbax preservation policy: the `n` latest steps and the `best` steps."""
@@ -165,14 +278,19 @@ class Checkpointer:
     fall_back_to_previous: when the latest step cannot be read, move it to
       MODEL_DIR/corrupt_checkpoints/ and restore the previous step (with a
       warning) instead of stopping.
+    batch_size: the run's global batch size, saved with each checkpoint; a
+      resumed run with another one is refused (its data position counts
+      batches of the saved size).
   """
 
   def __init__(self, model_dir: str, task_vocabulary: TaskVocabulary,
                keep: int = 3, async_save: bool = True,
-               checksums: bool = True, fall_back_to_previous: bool = False):
+               checksums: bool = True, fall_back_to_previous: bool = False,
+               batch_size: Optional[int] = None):
     self.model_dir = model_dir
     self.directory = checkpoint_dir(model_dir)
     self.task_vocabulary = task_vocabulary
+    self.batch_size = batch_size
     self.checksums = checksums
     self.fall_back_to_previous = fall_back_to_previous
     # The step saved last, until its checksums are written.
@@ -209,7 +327,9 @@ class Checkpointer:
     self._record_checksums()
     step = int(jax.device_get(state.step))
     meta = {'step': step, 'batches_consumed': int(batches_consumed),
-            'task_names': list(self.task_vocabulary.names)}
+            'task_names': list(self.task_vocabulary.names),
+            'batch_size': self.batch_size,
+            'process_count': jax.process_count()}
     try:
       self.manager.save(step, args=ocp.args.Composite(
           params=ocp.args.StandardSave(state.params),
@@ -266,7 +386,9 @@ class Checkpointer:
 
     Raises:
       FileNotFoundError: no checkpoint.
-      ValueError: the checkpoint's task vocabulary differs from the run's.
+      CheckpointMismatchError: the checkpoint's task vocabulary, batch size,
+        process count, parameter or optimizer state tree differs from the
+        run's (checked before any array is read).
       CorruptCheckpointError: the step's files fail their checksums or
         cannot be read (unless `fall_back_to_previous` and there is an
         earlier step, which is then restored).
@@ -305,10 +427,17 @@ class Checkpointer:
         verify_checksums(self.directory, step)
       meta = self.manager.restore(
           step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+      step_dir = epath.Path(self.directory) / str(step)
+      stored = {item: stored_tree(step_dir, item)
+                for item in ('params', 'opt_state')}
     except Exception as e:  # pylint: disable=broad-except
       raise _StepUnreadable() from e
-    # A different task vocabulary is the run's mistake, not corruption.
-    self.task_vocabulary.check_matches(TaskVocabulary(meta['task_names']))
+    # A different configuration is the run's mistake, not corruption.
+    _check_task_vocabulary(self.task_vocabulary, meta, step_dir)
+    _check_data_position(meta, self.batch_size, step_dir)
+    check_tree(stored['params'], abstract_state.params, 'params', step_dir)
+    check_tree(stored['opt_state'], abstract_state.opt_state, 'opt_state',
+               step_dir)
     try:
       restored = self.manager.restore(step, args=ocp.args.Composite(
           params=ocp.args.StandardRestore(abstract_state.params),
@@ -339,7 +468,8 @@ def _checkpoints_directory(checkpoint_dir_or_model_dir: str) -> str:
 def restore_params(checkpoint_dir_or_model_dir: str,
                    step: Optional[int] = None,
                    abstract_params: Any = None,
-                   task_vocabulary: Optional[TaskVocabulary] = None) -> Any:
+                   task_vocabulary: Optional[TaskVocabulary] = None,
+                   expected_params: Any = None) -> Any:
   """The parameters of a checkpoint, for other tools (export, analyze).
 
   Args:
@@ -348,6 +478,13 @@ def restore_params(checkpoint_dir_or_model_dir: str,
     abstract_params: optional tree of jax.ShapeDtypeStruct with shardings to
       restore onto; without it, arrays come back as host NumPy arrays.
     task_vocabulary: if given, checked against the checkpoint's.
+    expected_params: the configured model's parameter tree (anything with
+      .shape and .dtype), compared with the checkpoint's; defaults to
+      abstract_params.
+
+  Raises:
+    CheckpointMismatchError: the task vocabulary or the parameter tree
+      differs, checked before any array is read.
   """
   directory = _checkpoints_directory(checkpoint_dir_or_model_dir)
   manager = ocp.CheckpointManager(
@@ -356,16 +493,26 @@ def restore_params(checkpoint_dir_or_model_dir: str,
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {directory}.')
+  if step not in manager.all_steps():
+    raise FileNotFoundError(
+        f'No checkpoint of step {step} in {directory}; its steps are '
+        f'{sorted(manager.all_steps())}.')
   try:
     verify_checksums(directory, step)
     meta = manager.restore(
         step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    step_dir = epath.Path(directory) / str(step)
+    stored = stored_tree(step_dir, 'params')
   except Exception as e:  # pylint: disable=broad-except
     raise _unreadable(directory, step, e, manager.all_steps(),
                       'pass it as the step to read (--step, or '
                       'CHECKPOINT_STEP in gin).') from e
   if task_vocabulary is not None:
-    task_vocabulary.check_matches(TaskVocabulary(meta['task_names']))
+    _check_task_vocabulary(task_vocabulary, meta, step_dir)
+  if expected_params is None:
+    expected_params = abstract_params
+  if expected_params is not None:
+    check_tree(stored, expected_params, 'params', step_dir)
   try:
     if abstract_params is None:
       metadata = manager.item_metadata(step)['params']

@@ -21,6 +21,7 @@ import numpy as np
 from hyperprompt import checkpoints
 from hyperprompt import cli_errors
 from hyperprompt import gin_cli
+from hyperprompt import models
 from hyperprompt import quiet_logs
 from hyperprompt.conditioning import precomputed
 from hyperprompt.network import Transformer
@@ -56,7 +57,9 @@ def main(argv=None) -> None:
                                  else argv)
   gin_cli.load(args.gin_file, bindings, args.gin_search_paths)
   model = gin_cli.transformer()
-  params = checkpoints.restore_params(args.checkpoint, args.step)
+  params = checkpoints.restore_params(
+      args.checkpoint, args.step,
+      expected_params=models.param_shapes(model))
   prefixes = export_prefixes(model, params)
   task_names = checkpoints.saved_task_names(args.checkpoint)
   precomputed.save_prefixes(args.output, prefixes, task_names)

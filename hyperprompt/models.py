@@ -102,6 +102,21 @@ def token_losses(logits: jax.Array, targets: jax.Array,
   return cross_ent, z_loss * jnp.square(log_z)
 
 
+def param_shapes(module: Transformer) -> Mapping[str, Any]:
+  """`module`'s parameter tree as jax.ShapeDtypeStruct, nothing allocated.
+
+  Parameter shapes do not depend on the batch or the lengths, so one token
+  of one example is enough; tools compare this with a checkpoint's tree.
+  """
+  def init():
+    tokens = jnp.ones((1, 1), jnp.int32)
+    task_ids = None if module.conditioner is None else jnp.zeros(
+        (1,), jnp.int32)
+    return module.init(jax.random.PRNGKey(0), tokens, tokens, tokens,
+                       task_ids, enable_dropout=False)['params']
+  return jax.eval_shape(init)
+
+
 class EncoderDecoderModel:
   """Loss, scoring and decoding around a `network.Transformer`.
 

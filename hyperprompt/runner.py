@@ -226,8 +226,8 @@ def train(*,
   shardings = train_state.state_shardings(partitioner, optimizer,
                                           params_abstract, params_axes)
   ckpt = checkpoints.Checkpointer(model_dir, task_vocabulary,
-                                  keep=keep_checkpoints)
-  write_operative_config(model_dir)
+                                  keep=keep_checkpoints,
+                                  batch_size=batch_size)
   if ckpt.latest_step() is not None:
     state, batches_consumed = ckpt.restore(train_state.abstract_state(
         optimizer, params_abstract, shardings))
@@ -238,6 +238,8 @@ def train(*,
     state = train_state.jit_init_state(partitioner, optimizer,
                                        shardings)(params)
     batches_consumed, last_saved = 0, None
+  # After the restore: a refused checkpoint leaves MODEL_DIR as it was.
+  write_operative_config(model_dir)
   for best in evaluation.best_steps(model_dir):
     ckpt.keep_step(best)
 

@@ -3,6 +3,7 @@ saves the current step, NaN stops with the last checkpoint intact, task
 vocabulary mismatch is an error."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +13,11 @@ import jax
 import numpy as np
 import pytest
 
-from hyperprompt import checkpoints, runner, trainer
+import seqio
+
+from hyperprompt import checkpoints, models, network, runner, trainer
+from hyperprompt.conditioning.hyperprompt import HyperPromptGlobal
+from hyperprompt.conditioning.hyperprompt import HyperPromptSep
 from hyperprompt.tasks.task_vocab import TaskVocabulary
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -136,3 +141,110 @@ def test_task_vocabulary_mismatch_is_an_error(tmp_path):
       str(tmp_path), TaskVocabulary(['a', 'b'])).restore(abstract)
   assert consumed == 2 and int(restored.step) == 2
   np.testing.assert_array_equal(restored.params['w'], np.ones(3))
+
+
+def _tiny_model(conditioner):
+  config = runner_tiny.tiny_model().module.config
+  vocab = seqio.ByteVocabulary()
+  return models.EncoderDecoderModel(network.Transformer(config, conditioner),
+                                    vocab, vocab)
+
+
+def _in_memory(skip):
+  for i in range(skip, 100):
+    yield runner_tiny.random_batch(8, seed=i)
+
+
+def _snapshot(model_dir):
+  """Every file under model_dir with its size and modification time."""
+  return {os.path.join(root, name): (os.stat(os.path.join(root, name)).st_size,
+                                     os.stat(os.path.join(root, name)
+                                             ).st_mtime_ns)
+          for root, _, names in os.walk(model_dir) for name in names}
+
+
+@pytest.fixture(scope='module')
+def global_run(tmp_path_factory):
+  """A MODEL_DIR with a checkpoint of HyperPrompt-Global (prompt_length 2)."""
+  model_dir = str(tmp_path_factory.mktemp('global') / 'run')
+  runner_tiny.train(model_dir=model_dir, train_steps=2, checkpoint_period=2,
+                    train_batches=_in_memory)
+  return model_dir
+
+
+def _global(prompt_length):
+  return HyperPromptGlobal(num_tasks=runner_tiny.NUM_TASKS,
+                           prompt_length=prompt_length, bottleneck=4,
+                           layer_task_dim=6, task_embed_dim=4)
+
+
+# (other model, the first difference the message names).
+MISMATCHES = {
+    'another conditioner': (
+        lambda: _tiny_model(HyperPromptSep(
+            num_tasks=runner_tiny.NUM_TASKS, prompt_length=2, bottleneck=4)),
+        'conditioner/'),
+    'another prompt_length': (
+        lambda: _tiny_model(_global(4)),
+        r'conditioner/task_prompts is \(9, 2, 16\) float32 in the '
+        r'checkpoint but \(9, 4, 16\) float32 in the configured model'),
+}
+
+
+@pytest.mark.parametrize('mismatch', sorted(MISMATCHES))
+@pytest.mark.parametrize('command', ['train', 'evaluate', 'infer'])
+def test_mismatched_model_is_refused_by_name_before_orbax(
+    global_run, mismatch, command):
+  make_model, first = MISMATCHES[mismatch]
+  before = _snapshot(global_run)
+  kwargs = dict(model=make_model(), model_dir=global_run,
+                mixture_or_task_name=runner_tiny.MIXTURE,
+                task_feature_lengths=runner_tiny.LENGTHS, batch_size=8)
+  with pytest.raises(checkpoints.CheckpointMismatchError) as error:
+    if command == 'train':
+      runner_tiny.train(train_steps=4, train_batches=_in_memory, **kwargs)
+    else:
+      getattr(runner, command)(**kwargs)
+  # One line (gin appends where the configurable was called on the next).
+  message = str(error.value).splitlines()[0]
+  assert re.search(first, message), message
+  assert 'INITIAL_CHECKPOINT_PATH' in message and 'MODEL_DIR' in message
+  assert _snapshot(global_run) == before
+
+
+def test_changed_batch_size_is_refused_on_resume(global_run):
+  before = _snapshot(global_run)
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match='BATCH_SIZE=8 and this run has BATCH_SIZE=16'):
+    runner_tiny.train(model_dir=global_run, train_steps=4, batch_size=16,
+                      train_batches=_in_memory)
+  assert _snapshot(global_run) == before
+
+
+def test_export_and_analyze_trees_are_checked_against_the_checkpoint(
+    global_run):
+  """export and analyze pass models.param_shapes(module): the same model
+  restores, another is refused by name without reading arrays."""
+  same = models.param_shapes(runner_tiny.tiny_model().module)
+  params = checkpoints.restore_params(global_run, expected_params=same)
+  assert checkpoints.tree_differences(params, same) == []
+  other = models.param_shapes(_tiny_model(_global(4)).module)
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match='conditioner/'):
+    checkpoints.restore_params(global_run, expected_params=other)
+  with pytest.raises(FileNotFoundError, match=r'steps are \[2\]'):
+    checkpoints.restore_params(global_run, step=7)
+
+
+def test_tree_differences_by_hand():
+  f32 = lambda *shape: jax.ShapeDtypeStruct(shape, np.float32)
+  stored = {'a': {'k': f32(2, 3)}, 'b': f32(4), 'c': f32(1)}
+  configured = {'a': {'k': f32(2, 4)},
+                'b': jax.ShapeDtypeStruct((4,), np.int32), 'd': f32(1)}
+  assert checkpoints.tree_differences(stored, configured) == [
+      'a/k is (2, 3) float32 in the checkpoint but (2, 4) float32 in the '
+      'configured model',
+      'b is (4,) float32 in the checkpoint but (4,) int32 in the configured '
+      'model',
+      'c is in the checkpoint but not in the configured model',
+      'd is not in the checkpoint']
