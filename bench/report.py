@@ -8,6 +8,7 @@ import json
 import os
 from typing import Dict, List, Optional
 
+from bench import resume
 from bench import scale
 from bench import workload
 
@@ -643,4 +644,8 @@ def write(results: dict, root: str) -> List[str]:
     f.write(markdown(results, chart_rel, memory))
     if scale_section:
       f.write('\n' + scale_section + '\n')
+    # So is resuming the input pipeline (bench/resume.json, bench.resume).
+    resume_section = resume.section()
+    if resume_section:
+      f.write('\n' + resume_section + '\n')
   return [path, os.path.join(root, chart_rel)]

@@ -4,9 +4,14 @@ resumable.
 Layout of `<model_dir>/checkpoints/<step>/`:
   params/     the parameter tree (sharded arrays, tensorstore)
   opt_state/  the optimizer state
-  meta/       JSON: step, batches consumed, task vocabulary
+  meta/       JSON: step, batches consumed, task vocabulary, batch size,
+              process count, whether the data iterators were saved
   checksums.json  CRC32 and size of every other file of the step
-and `<model_dir>/checkpoints/task_vocabulary.json` beside them.
+and `<model_dir>/checkpoints/task_vocabulary.json` beside them. Each host's
+training-data iterator (tf.data iterator checkpointing, as t5x's
+`checkpoint_dataset`) is in
+`<model_dir>/checkpoints/data/<step>/process_<i>-of-<n>/`, written before the
+step's orbax save starts, so every complete step has it.
 
 Checksums are recorded once a save is on disk and verified before a
 restore, so a truncated or bit-flipped file is reported by step and file
@@ -19,9 +24,9 @@ Orbax writes each step into a temporary directory and renames it when every
 item is complete, so a crash during a save leaves no checkpoint that restores
 wrong: the half-written directory is never listed as a step.
 
-The data position is the number of batches consumed: the input pipeline is
-deterministic (fixed seed), so a resumed run skips that many batches and
-continues with exactly the batches an uninterrupted run would see.
+Restoring a data iterator sets its state; nothing is replayed, so resuming
+takes the same time at step 100 and at step 100,000. (Checkpoints written
+before iterator states were saved resume by skipping the batches consumed.)
 """
 import dataclasses
 import json
@@ -40,6 +45,7 @@ import tensorflow as tf
 from hyperprompt.tasks.task_vocab import TaskVocabulary
 
 CHECKPOINTS = 'checkpoints'
+DATA_ITERATORS = 'data'
 TASK_VOCABULARY_FILE = 'task_vocabulary.json'
 _ITEMS = ('params', 'opt_state', 'meta')
 CHECKSUMS_FILE = 'checksums.json'
@@ -317,8 +323,16 @@ class Checkpointer:
   def all_steps(self) -> Sequence[int]:
     return list(self.manager.all_steps())
 
-  def save(self, state, batches_consumed: int) -> None:
-    """Saves `state` (a trainer.TrainState) at its step.
+  def _iterator_prefix(self, step: int) -> str:
+    return os.path.join(
+        self.directory, DATA_ITERATORS, str(step),
+        f'process_{jax.process_index()}-of-{jax.process_count()}', 'iterator')
+
+  def save(self, state, batches_consumed: int,
+           data_iterator: Optional[tf.data.Iterator] = None) -> None:
+    """Saves `state` (a trainer.TrainState) at its step, and this host's
+    `data_iterator` at its current position (written before the step's orbax
+    save starts, so a complete step always has it).
 
     Raises CheckpointSaveError if this or the previous (background) save
     failed.
@@ -326,10 +340,13 @@ class Checkpointer:
     # Orbax waits for the previous save here anyway; its checksums follow.
     self._record_checksums()
     step = int(jax.device_get(state.step))
+    if data_iterator is not None:
+      tf.train.Checkpoint(ds=data_iterator).write(self._iterator_prefix(step))
     meta = {'step': step, 'batches_consumed': int(batches_consumed),
             'task_names': list(self.task_vocabulary.names),
             'batch_size': self.batch_size,
-            'process_count': jax.process_count()}
+            'process_count': jax.process_count(),
+            'data_iterator': data_iterator is not None}
     try:
       self.manager.save(step, args=ocp.args.Composite(
           params=ocp.args.StandardSave(state.params),
@@ -339,6 +356,32 @@ class Checkpointer:
       raise self._save_error(step, e) from e
     self._unrecorded = step
     logging.info('Saving checkpoint of step %d in %s.', step, self.directory)
+    self._remove_stale_iterators(step)
+
+  def _remove_stale_iterators(self, step: int) -> None:
+    """Deletes the iterator states of earlier steps orbax no longer keeps
+    (manager.save has waited for the previous save, so those are final)."""
+    root = os.path.join(self.directory, DATA_ITERATORS)
+    if jax.process_index() != 0 or not tf.io.gfile.exists(root):
+      return
+    kept = set(self.manager.all_steps())
+    for name in tf.io.gfile.listdir(root):
+      saved = int(name.rstrip('/'))
+      if saved < step and saved not in kept:
+        tf.io.gfile.rmtree(os.path.join(root, name.rstrip('/')))
+
+  def restore_data_iterator(self, step: int,
+                            data_iterator: tf.data.Iterator) -> bool:
+    """Sets `data_iterator` (fresh, of the same pipeline) to this host's
+    position at `step`. False when that checkpoint has no iterator state
+    (written before they were saved, or from in-memory batches)."""
+    meta = self.manager.restore(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    if not meta.get('data_iterator'):
+      return False
+    tf.train.Checkpoint(ds=data_iterator).read(
+        self._iterator_prefix(step)).assert_consumed()
+    return True
 
   def _save_error(self, step: Optional[int], error: Exception):
     saved = [s for s in self.all_steps() if step is None or s < step]

@@ -2,9 +2,10 @@
 
 Training data is a seqio mixture or task, converted to model features,
 shuffled with a fixed seed, repeated, and batched per host; every host reads
-its own shard (seqio ShardInfo by process index). Because the pipeline is a
-deterministic function of (seed, shard), the position in it is just the number
-of batches consumed: a resumed run skips that many and sees the batches an
+its own shard (seqio ShardInfo by process index). Each host's tf.data iterator
+state (shuffle buffers, mixture sampler, position) is saved with every
+checkpoint (checkpoints.Checkpointer), so a resumed run continues where the
+iterator stopped without re-reading what came before, and sees the batches an
 uninterrupted run would.
 """
 from typing import Iterator, Mapping, Optional
@@ -37,13 +38,9 @@ def train_dataset(mixture_or_task_name: str,
                   model=None,
                   split: str = 'train',
                   seed: int = 0,
-                  shuffle: bool = True,
-                  batches_to_skip: int = 0) -> tf.data.Dataset:
-  """Endless batches of model features for this host.
-
-  Args:
-    batches_to_skip: batches already consumed (resume).
-  """
+                  shuffle: bool = True) -> tf.data.Dataset:
+  """Endless batches of model features for this host, always the same
+  sequence for the same arguments (so a saved iterator state fits it)."""
   ds = seqio.get_dataset(
       mixture_or_task_name, task_feature_lengths, dataset_split=split,
       shuffle=shuffle, num_epochs=None,
@@ -53,12 +50,14 @@ def train_dataset(mixture_or_task_name: str,
   options = tf.data.Options()
   options.deterministic = True
   ds = ds.with_options(options)
-  return ds.skip(batches_to_skip)
+  return ds
 
 
-def as_numpy_batches(ds: tf.data.Dataset) -> Iterator[dict]:
-  for batch in ds.as_numpy_iterator():
-    yield {k: np.asarray(v) for k, v in batch.items()}
+def as_numpy_batches(iterator: tf.data.Iterator) -> Iterator[dict]:
+  """The iterator's batches as NumPy, read one at a time (a checkpoint of
+  `iterator` is then exactly at the batches handed out)."""
+  for batch in iterator:
+    yield {k: v.numpy() for k, v in batch.items()}
 
 
 def padded_batches(ds: tf.data.Dataset, batch_size: int,

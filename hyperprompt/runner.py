@@ -248,11 +248,19 @@ def train(*,
   # A typed key: trainer.train_step's fold_in then uses its implementation.
   dropout_rng = jax.random.key(seed + 1, impl=prng_impl)
   host_batch_size = rows.stop - rows.start
+  data_iterator = None  # This host's tf.data iterator, saved with the state.
   if train_batches is None:
-    batches = data.as_numpy_batches(data.train_dataset(
+    dataset = data.train_dataset(
         mixture_or_task_name, task_feature_lengths, host_batch_size,
-        partitioner.shard_info(), model=model, seed=data_seed,
-        batches_to_skip=batches_consumed))
+        partitioner.shard_info(), model=model, seed=data_seed)
+    data_iterator = iter(dataset)
+    if batches_consumed and not ckpt.restore_data_iterator(
+        last_saved, data_iterator):
+      logging.warning('Checkpoint %d has no data iterator state (written by '
+                      'an older version): skipping %d batches to resume.',
+                      last_saved, batches_consumed)
+      data_iterator = iter(dataset.skip(batches_consumed))
+    batches = data.as_numpy_batches(data_iterator)
   else:
     batches = train_batches(batches_consumed)
 
@@ -314,7 +322,7 @@ def train(*,
           (eval_period and step % eval_period == 0) or step == train_steps)
       if step % checkpoint_period == 0 or step == train_steps or evaluate_now:
         pending.check(last_saved)
-        ckpt.save(state, batches_consumed)
+        ckpt.save(state, batches_consumed, data_iterator)
         last_saved = step
       if evaluate_now:
         task_metrics = evaluator.evaluate(state.params)
@@ -328,7 +336,7 @@ def train(*,
       if preemption.reached(step):
         if last_saved != step:
           pending.check(last_saved)
-          ckpt.save(state, batches_consumed)
+          ckpt.save(state, batches_consumed, data_iterator)
           last_saved = step
         logging.warning('Stopped by %s after step %d; checkpoint saved.',
                         preemption.signal_name, step)

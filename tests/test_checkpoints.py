@@ -15,7 +15,7 @@ import pytest
 
 import seqio
 
-from hyperprompt import checkpoints, models, network, runner, trainer
+from hyperprompt import checkpoints, data, models, network, runner, trainer
 from hyperprompt.conditioning.hyperprompt import HyperPromptGlobal
 from hyperprompt.conditioning.hyperprompt import HyperPromptSep
 from hyperprompt.tasks.task_vocab import TaskVocabulary
@@ -248,3 +248,40 @@ def test_tree_differences_by_hand():
       'model',
       'c is in the checkpoint but not in the configured model',
       'd is not in the checkpoint']
+
+
+def test_data_iterator_restores_its_position_and_old_states_go(tmp_path):
+  """A saved tf.data iterator, restored into a fresh one of the same
+  pipeline, continues with the batches the original would have given next
+  (those of skip(5)); states of steps orbax deleted are deleted too."""
+  def pipeline():  # As a new process builds it (each iter() reshuffles).
+    return data.train_dataset(runner_tiny.MIXTURE, runner_tiny.LENGTHS, 4,
+                              seqio.ShardInfo(0, 1), seed=3)
+  saver = checkpoints.Checkpointer(str(tmp_path), TaskVocabulary(['a']),
+                                   keep=1, async_save=False)
+
+  def state(step):
+    return trainer.TrainState(step=jax.numpy.array(step, jax.numpy.int32),
+                              params={'w': jax.numpy.ones(3)},
+                              opt_state={'m': jax.numpy.zeros(3)})
+
+  iterator = iter(pipeline())
+  for _ in range(5):
+    next(iterator)
+  saver.save(state(5), 5, iterator)
+  want = [next(iterator) for _ in range(2)]
+  fresh = iter(pipeline())
+  assert saver.restore_data_iterator(5, fresh)
+  skipped = iter(pipeline().skip(5))
+  for expected in want:
+    got, replayed = next(fresh), next(skipped)
+    for name, value in expected.items():
+      np.testing.assert_array_equal(got[name], value, err_msg=name)
+      np.testing.assert_array_equal(replayed[name], value, err_msg=name)
+
+  saver.save(state(6), 6)  # In-memory batches: no iterator state.
+  assert not saver.restore_data_iterator(6, iter(pipeline()))
+  saver.save(state(7), 7, iterator)
+  saver.close()
+  assert checkpoints.latest_step(str(tmp_path)) == 7
+  assert os.listdir(tmp_path / 'checkpoints' / 'data') == ['7']

@@ -1,0 +1,179 @@
+"""Resume time of the training input pipeline: restoring the saved tf.data
+iterator state against replaying the consumed batches with `skip`.
+
+    python -m bench.resume            # 0, 1,000 and 20,000 batches consumed
+
+For each position N the runner's own pipeline (`data.train_dataset`, the
+synthetic mixture, 8 examples a batch) is read N batches and saved with
+`checkpoints.Checkpointer`, as a training run saves it. Then, each in a fresh
+pipeline as a restarted process builds it, until its first batch:
+  - restore: `Checkpointer.restore_data_iterator` (what `runner.train` does);
+  - replay:  `skip(N)` through the pipeline (what it did before).
+The restored first batch is checked against the one the original iterator
+gives next. Writes bench/resume.json and its section of BENCHMARKS.md
+(between markers; bench.report keeps it); the load average and busy
+processes are recorded with the numbers, since other work on the machine
+slows both measures.
+"""
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+
+import jax.numpy as jnp
+import numpy as np
+import seqio
+
+from bench import machine
+from hyperprompt import checkpoints
+from hyperprompt import data
+from hyperprompt import trainer
+from hyperprompt.tasks import mixtures
+from hyperprompt.tasks import synthetic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+POSITIONS = (0, 1000, 20000)
+BATCH = 8
+MIXTURE = 'hp_synthetic'
+REPEATS = 3  # Restores timed per position (the median is reported).
+RESULTS = os.path.join(ROOT, 'bench', 'resume.json')
+BEGIN, END = '<!-- resume:begin -->', '<!-- resume:end -->'
+
+
+def pipeline():
+  """The runner's training pipeline, built anew (as a restarted host does)."""
+  return data.train_dataset(MIXTURE, synthetic.TASK_FEATURE_LENGTHS, BATCH,
+                            seqio.ShardInfo(0, 1), seed=0)
+
+
+def _state(step: int) -> trainer.TrainState:
+  return trainer.TrainState(step=jnp.array(step, jnp.int32),
+                            params={'w': jnp.ones(1)},
+                            opt_state={'m': jnp.zeros(1)})
+
+
+def _bytes(directory: str) -> int:
+  return sum(os.path.getsize(os.path.join(root, name))
+             for root, _, names in os.walk(directory) for name in names)
+
+
+def measure(position: int, model_dir: str) -> dict:
+  """Seconds to the first batch after N consumed, restored and replayed."""
+  saver = checkpoints.Checkpointer(
+      model_dir, mixtures.task_vocabulary(MIXTURE), keep=len(POSITIONS),
+      async_save=False, batch_size=BATCH)
+  iterator = iter(pipeline())
+  for _ in range(position):
+    next(iterator)
+  start = time.perf_counter()
+  saver.save(_state(position), position, iterator)
+  save_s = time.perf_counter() - start
+  expected = next(iterator)
+
+  restore_s = []
+  for _ in range(REPEATS):
+    start = time.perf_counter()
+    restored = iter(pipeline())
+    if not saver.restore_data_iterator(position, restored):
+      raise RuntimeError(f'No iterator state saved at {position}.')
+    first = next(restored)
+    restore_s.append(time.perf_counter() - start)
+    for name, value in expected.items():
+      if not np.array_equal(first[name].numpy(), value.numpy()):
+        raise AssertionError(f'Restored batch differs in {name!r}.')
+
+  start = time.perf_counter()
+  next(iter(pipeline().skip(position)))
+  replay_s = time.perf_counter() - start
+  saver.close()
+  state_dir = os.path.join(checkpoints.checkpoint_dir(model_dir),
+                           checkpoints.DATA_ITERATORS, str(position))
+  return {'batches_consumed': position,
+          'restore_seconds': statistics.median(restore_s),
+          'restore_seconds_all': restore_s,
+          'replay_seconds': replay_s,
+          'save_seconds': save_s,
+          'state_bytes': _bytes(state_dir)}
+
+
+def main() -> None:
+  commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT,
+                          capture_output=True, text=True).stdout.strip()
+  info = machine.describe()
+  load_before = os.getloadavg()
+  with tempfile.TemporaryDirectory() as model_dir:
+    rows = [measure(n, model_dir) for n in POSITIONS]
+  results = {
+      'command': 'python -m bench.resume', 'commit': commit,
+      'cpu': info['cpu'], 'cores': info['cores'],
+      'load_before': load_before, 'load_after': os.getloadavg(),
+      'busy_processes': machine.busy_processes(),
+      'mixture': MIXTURE, 'batch_size': BATCH, 'rows': rows}
+  with open(RESULTS, 'w') as f:
+    json.dump(results, f, indent=1)
+  print(write_section(results))
+
+
+def markdown(results: dict) -> str:
+  """The section of BENCHMARKS.md, between its markers."""
+  loads = results['load_before'][0], results['load_after'][0]
+  out = [
+      BEGIN,
+      '## Resuming the input pipeline (`python -m bench.resume`)', '',
+      f'Commit {results["commit"]}, {results["cpu"]}, {results["cores"]} '
+      f'cores. The runner\'s pipeline ({results["mixture"]}, batch '
+      f'{results["batch_size"]}) read N batches and saved by the '
+      'Checkpointer; then, in a fresh pipeline, seconds to its first batch: '
+      'restoring the saved tf.data iterator state (what `runner.train` does; '
+      f'median of {len(results["rows"][0]["restore_seconds_all"])}) and '
+      'replaying the N batches with `skip` (what it did before). The '
+      'restored batch equals the one the original iterator gave next.', '',
+      '| batches consumed | restore (s) | replay with skip (s) | save (s) '
+      '| iterator state (bytes) |',
+      '|---:|---:|---:|---:|---:|',
+  ]
+  for row in results['rows']:
+    out.append(f'| {row["batches_consumed"]:,} | '
+               f'{row["restore_seconds"]:.2f} | {row["replay_seconds"]:.2f} '
+               f'| {row["save_seconds"]:.2f} | {row["state_bytes"]:,} |')
+  loaded = max(loads) > results['cores'] + 0.5
+  out += ['', f'Load average (1 min): {loads[0]:.2f} before, {loads[1]:.2f} '
+          f'after, on {results["cores"]} cores' + (
+              ' - **the machine was loaded by other work: the seconds are '
+              'inflated; compare the rows with each other, not with other '
+              'machines**' if loaded else '') +
+          '. Busy processes: ' + ('; '.join(
+              f'`{p}`' for p in results['busy_processes']) or 'none') + '.',
+          END]
+  return '\n'.join(out)
+
+
+def section() -> str:
+  """The section for bench.report (empty without results)."""
+  if not os.path.exists(RESULTS):
+    return ''
+  with open(RESULTS) as f:
+    return markdown(json.load(f))
+
+
+def write_section(results: dict) -> str:
+  """Puts the section into BENCHMARKS.md between its markers (or at the
+  end); returns it."""
+  path = os.path.join(ROOT, 'BENCHMARKS.md')
+  with open(path) as f:
+    text = f.read()
+  section_text = markdown(results)
+  if BEGIN in text and END in text:
+    text = text[:text.index(BEGIN)] + section_text + text[
+        text.index(END) + len(END):]
+  else:
+    text = text.rstrip('\n') + '\n\n' + section_text + '\n'
+  with open(path, 'w') as f:
+    f.write(text)
+  return section_text
+
+
+if __name__ == '__main__':
+  main()
