@@ -33,7 +33,8 @@ import json
 import logging
 import os
 import zlib
-from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (Any, Collection, Dict, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 from etils import epath
 import gin

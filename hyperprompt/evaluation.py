@@ -4,20 +4,21 @@
     task_metrics = evaluator.evaluate(params)   # {task: {metric: value}}
     record_best(model_dir, step, task_metrics)  # MODEL_DIR/best_checkpoints.json
 
-`batch_outputs` runs a jitted (params, batch) function over a dataset in
-fixed-size, sharded batches; the evaluator and `runner.infer` both use it.
+`sharded_outputs` runs a jitted (params, batch) function over an enumerated
+dataset with each host computing only its share of the examples, and gathers
+the outputs once; the evaluator (seqio.Evaluator's predict and score
+functions) and `runner.infer` both use it.
 """
 import json
-import logging
 import os
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import seqio
 import tensorflow as tf
 
-from hyperprompt import atomic_files
 from hyperprompt import data
 from hyperprompt import models
 from hyperprompt import partitioning
@@ -25,52 +26,97 @@ from hyperprompt import partitioning
 BEST_CHECKPOINTS_FILE = 'best_checkpoints.json'
 
 
-def jit_predict(model: models.Model, partitioner: partitioning.Partitioner):
+def jit_predict(model: models.Model, partitioner: partitioning.Partitioner,
+                out_shardings=None):
   """(params, global batch, rng=None) -> predicted tokens [batch, length],
-  replicated; `rng` is for sampling decoders."""
+  replicated (or with `out_shardings`, e.g. partitioner.data_sharding);
+  `rng` is for sampling decoders."""
   return partitioner.jit(
       lambda params, batch, rng=None: model.predict_batch(params, batch, rng),
-      in_shardings=None, out_shardings=partitioner.replicated)
+      in_shardings=None,
+      out_shardings=out_shardings or partitioner.replicated)
 
 
-def jit_score(model: models.Model, partitioner: partitioning.Partitioner):
+def jit_score(model: models.Model, partitioner: partitioning.Partitioner,
+              out_shardings=None):
   """(params, global batch) -> log-likelihood of the targets [batch],
-  replicated."""
+  replicated (or with `out_shardings`)."""
   return partitioner.jit(lambda params, batch: model.score_batch(params,
                                                                  batch),
                          in_shardings=None,
-                         out_shardings=partitioner.replicated)
+                         out_shardings=out_shardings or partitioner.replicated)
 
 
-def batch_outputs(fn: Callable, params, ds: tf.data.Dataset,
-                  model: models.Model, partitioner: partitioning.Partitioner,
-                  batch_size: int, needs_targets: bool = True
-                  ) -> Iterator[tuple]:
-  """Yields (batch, outputs) of `fn` over every example of `ds`, in order.
+def _own_rows(array: jax.Array) -> np.ndarray:
+  """This host's rows of a batch-sharded array, in order (a row block held
+  by several local devices, replicated over 'model', is taken once)."""
+  blocks = {}
+  for shard in array.addressable_shards:
+    blocks.setdefault(shard.index[0].start or 0, shard.data)
+  return np.concatenate([np.asarray(blocks[k]) for k in sorted(blocks)])
 
-  `ds` holds model features; batches of the global `batch_size` are padded
-  (one compiled shape) and checked by `model.validate_batch`; each host feeds
-  its rows. Both the batch (host numpy) and the outputs (numpy, replicated)
-  are cut to the real examples.
+
+def sharded_outputs(fn: Callable, params, ds: tf.data.Dataset,
+                    model: models.Model,
+                    partitioner: partitioning.Partitioner,
+                    batch_size: int, needs_targets: bool = True
+                    ) -> List[Tuple[int, np.ndarray]]:
+  """(index, output) of `fn` for every example of `ds`, sorted by index.
+
+  `ds` is enumerated model features, (index, features), as seqio.Evaluator
+  gives its predict and score functions. Host p of P takes examples p, p+P,
+  ... and feeds them as its rows of each global batch of `batch_size` (zero
+  rows pad the last batches, so every host runs the same number of the one
+  compiled shape). `fn` must leave its output sharded over the batch
+  (jit_predict/jit_score with partitioner.data_sharding): each host keeps
+  the outputs of its own rows, and the (index, output) pairs of all hosts
+  are gathered once, at the end. `needs_targets=False` (prediction)
+  accepts examples without targets.
   """
   rows = partitioner.host_rows(batch_size)
-  for batch, n in data.padded_batches(ds, batch_size,
-                                      features=models.MODEL_FEATURES):
-    batch = model.validate_batch(batch, needs_targets=needs_targets)
-    host = {k: v[rows] for k, v in batch.items()}
-    out = np.asarray(jax.device_get(fn(params,
-                                       partitioner.global_batch(host))))
-    yield {k: v[:n] for k, v in batch.items()}, out[:n]
+  host_batch = rows.stop - rows.start
+  local = list(ds.shard(jax.process_count(), jax.process_index())
+               .as_numpy_iterator())
+  most = int(np.max(multihost_utils.process_allgather(np.int32(len(local)))))
+  specs = ds.element_spec[1]
+  indices, outputs = [], []
+  for start in range(0, most, host_batch):
+    chunk = local[start:start + host_batch]
+    batch = {k: np.zeros((host_batch,) + tuple(specs[k].shape),
+                         specs[k].dtype.as_numpy_dtype)
+             for k in models.MODEL_FEATURES if k in specs}
+    for row, (_, features) in enumerate(chunk):
+      for name, value in batch.items():
+        value[row] = features[name]
+    out = _own_rows(fn(params, partitioner.global_batch(
+        model.validate_batch(batch, needs_targets=needs_targets))))
+    indices += [int(index) for index, _ in chunk]
+    outputs.append(out[:len(chunk)])
+  if not outputs:
+    return []
+  # One gather: every host's pairs, padded to the same count (index -1).
+  local_out = np.concatenate(outputs)
+  padded_out = np.zeros((most,) + local_out.shape[1:], local_out.dtype)
+  padded_out[:len(local_out)] = local_out
+  padded_index = np.full((most,), -1, np.int64)
+  padded_index[:len(indices)] = indices
+  all_index = np.asarray(multihost_utils.process_allgather(
+      padded_index)).reshape(-1)
+  all_out = np.asarray(multihost_utils.process_allgather(padded_out)
+                       ).reshape((-1,) + local_out.shape[1:])
+  return sorted(((int(i), o) for i, o in zip(all_index, all_out) if i >= 0),
+                key=lambda pair: pair[0])
 
 
 class Evaluator:
-  """Each task's seqio metrics, via our model's predict and score functions.
+  """Each task's seqio metrics, by seqio.Evaluator with our model's sharded
+  predict and score functions.
 
-  Does what seqio.Evaluator does (decode, postprocess targets and
-  predictions with the task's postprocess_fn, apply its predict and score
-  metric functions) on our sharded, partitioned batches. Every host runs the
-  whole eval set; each contributes its rows of every global batch, and
-  outputs come back replicated.
+  seqio.Evaluator (the one t5x uses) reads each task's eval split, applies
+  the task's postprocess_fn and its predict and score metric functions.
+  Every host decodes and scores only its share of the examples
+  (`sharded_outputs`); the outputs are gathered once per task and function,
+  so every host computes the same metrics.
   """
 
   def __init__(self, model: models.Model,
@@ -80,59 +126,33 @@ class Evaluator:
                split: str = 'validation', num_examples: Optional[int] = None):
     self.model, self.partitioner = model, partitioner
     self.batch_size = batch_size
-    self.tasks = [t for t in seqio.get_subtasks(
-        seqio.get_mixture_or_task(mixture_or_task_name))
-                  if t.predict_metric_fns or t.score_metric_fns]
-    converter = data.feature_converter(model)
-    self.examples, self.features = {}, {}
-    for task in self.tasks:
-      ds = task.get_dataset(dict(task_feature_lengths), split=split,
-                            shuffle=False, num_epochs=1, use_cached=False)
-      if num_examples is not None:
-        ds = ds.take(num_examples)
-      ds = ds.cache()
-      self.examples[task.name] = list(ds.as_numpy_iterator())
-      self.features[task.name] = converter(ds, task_feature_lengths)
-    self._predict = jit_predict(model, partitioner)
-    self._score = jit_score(model, partitioner)
-
-  def _run(self, fn, params, ds) -> list:
-    return [row for _, out in batch_outputs(fn, params, ds, self.model,
-                                             self.partitioner,
-                                             self.batch_size)
-            for row in out.tolist()]
+    self.evaluator = seqio.Evaluator(
+        mixture_or_task_name, data.feature_converter(model),
+        eval_split=split, use_cached=False,
+        sequence_length=dict(task_feature_lengths),
+        num_examples=num_examples, shuffle=False,
+        async_compute_metrics=False)
+    self._predict = jit_predict(model, partitioner,
+                                partitioner.data_sharding)
+    self._score = jit_score(model, partitioner, partitioner.data_sharding)
 
   def evaluate(self, params) -> Dict[str, Dict[str, float]]:
     """{task: {metric: value}} on the eval split."""
-    results = {}
-    for task in self.tasks:
-      examples = self.examples[task.name]
-      # Progress: a large eval set is minutes of silence otherwise.
-      logging.info('Evaluating %s (%d examples)...', task.name, len(examples))
-      vocab = task.output_features['targets'].vocabulary
-      targets = [task.postprocess_fn(_target_text(ex, vocab), example=ex,
-                                     is_target=True) for ex in examples]
-      values = {}
-      if task.predict_metric_fns:
-        tokens = self._run(self._predict, params, self.features[task.name])
-        predictions = [task.postprocess_fn(vocab.decode(t), example=ex,
-                                           is_target=False)
-                       for t, ex in zip(tokens, examples)]
-        for metric_fn in task.predict_metric_fns:
-          values.update(metric_fn(targets, predictions))
-      if task.score_metric_fns:
-        scores = self._run(self._score, params, self.features[task.name])
-        for metric_fn in task.score_metric_fns:
-          values.update(metric_fn(targets, scores))
-      results[task.name] = {k: float(v) for k, v in values.items()}
-    return results
+    def predict_fn(ds):
+      return [(i, tokens.tolist()) for i, tokens in sharded_outputs(
+          self._predict, params, ds, self.model, self.partitioner,
+          self.batch_size)]
 
+    def score_fn(ds):
+      return [(i, float(score)) for i, score in sharded_outputs(
+          self._score, params, ds, self.model, self.partitioner,
+          self.batch_size)]
 
-def _target_text(example, vocab) -> str:
-  if 'targets_pretokenized' in example:
-    text = example['targets_pretokenized']
-    return text.decode('utf-8') if isinstance(text, bytes) else text
-  return vocab.decode(example['targets'].tolist())
+    metrics, _ = self.evaluator.evaluate(
+        compute_metrics=True, predict_fn=predict_fn, score_fn=score_fn)
+    return {task: {name: float(getattr(value, 'value', value))
+                   for name, value in values.items()}
+            for task, values in metrics.result().items()}
 
 
 # --- Best checkpoints ---------------------------------------------------------
@@ -158,7 +178,8 @@ def record_best(model_dir: str, step: int,
     if task not in best or score > best[task]['score']:
       best[task] = {'step': int(step), 'score': score, 'metrics': dict(values)}
   if jax.process_index() == 0:
-    atomic_files.write_text(path, json.dumps(best, indent=1, sort_keys=True))
+    with tf.io.gfile.GFile(path, 'w') as f:
+      json.dump(best, f, indent=1, sort_keys=True)
   return best
 
 

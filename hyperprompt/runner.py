@@ -580,7 +580,9 @@ def infer(*,
                             batch_size, partitioner)
   output_file = output_file or os.path.join(
       model_dir, f'infer_{split}_{step}.jsonl')
-  predict = evaluation.jit_predict(model, partitioner)
+  # Each host decodes its share; every host gets all predictions once.
+  predict = evaluation.jit_predict(model, partitioner,
+                                   partitioner.data_sharding)
   key, batch_index = jax.random.PRNGKey(seed), iter(range(1 << 62))
 
   def predict_with_rng(params, batch):
@@ -594,15 +596,17 @@ def infer(*,
                            feature_converter=converter, use_cached=False)
     if num_examples is not None:
       ds = ds.take(num_examples)
+    ds = ds.cache()  # Read once: sharded_outputs and the inputs below.
     in_vocab = task.output_features['inputs'].vocabulary
     out_vocab = task.output_features['targets'].vocabulary
-    for batch, tokens in evaluation.batch_outputs(
-        predict_with_rng, params, ds, model, partitioner, batch_size,
-        needs_targets=False):
-      for inputs, prediction in zip(batch['encoder_input_tokens'], tokens):
-        lines.append({'inputs': in_vocab.decode(inputs.tolist()),
-                      'prediction': out_vocab.decode(prediction.tolist()),
-                      'task': task.name})
+    predictions = dict(evaluation.sharded_outputs(
+        predict_with_rng, params, ds.enumerate(), model, partitioner,
+        batch_size, needs_targets=False))
+    for index, features in enumerate(ds.as_numpy_iterator()):
+      lines.append({
+          'inputs': in_vocab.decode(features['encoder_input_tokens'].tolist()),
+          'prediction': out_vocab.decode(predictions[index].tolist()),
+          'task': task.name})
   if jax.process_index() == 0:
     atomic_files.write_text(output_file,
                             ''.join(json.dumps(line) + '\n' for line in lines))
