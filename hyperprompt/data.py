@@ -49,8 +49,7 @@ def train_dataset(mixture_or_task_name: str,
   ds = ds.batch(host_batch_size, drop_remainder=True)
   options = tf.data.Options()
   options.deterministic = True
-  ds = ds.with_options(options)
-  return ds
+  return ds.with_options(options)
 
 
 def as_numpy_batches(iterator: tf.data.Iterator) -> Iterator[dict]:

@@ -221,6 +221,17 @@ def test_changed_batch_size_is_refused_on_resume(global_run):
   assert _snapshot(global_run) == before
 
 
+def test_another_host_count_is_refused():
+  """Each host's iterator state is its shard's: a checkpoint of 2 processes
+  does not resume on this 1 (nor with another batch size)."""
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match='written by 2 processes and this run has 1'):
+    checkpoints._check_data_position(  # pylint: disable=protected-access
+        {'batch_size': 8, 'process_count': 2}, 8, 'ckpt/4')
+  checkpoints._check_data_position(  # pylint: disable=protected-access
+      {'batch_size': 8, 'process_count': 1}, 8, 'ckpt/4')
+
+
 def test_export_and_analyze_trees_are_checked_against_the_checkpoint(
     global_run):
   """export and analyze pass models.param_shapes(module): the same model
