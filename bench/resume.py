@@ -8,7 +8,9 @@ synthetic mixture, 8 examples a batch) is read N batches and saved with
 `checkpoints.Checkpointer`, as a training run saves it. Then, each in a fresh
 pipeline as a restarted process builds it, until its first batch:
   - restore: `Checkpointer.restore_data_iterator` (what `runner.train` does);
-  - replay:  `skip(N)` through the pipeline (what it did before).
+  - replay:  `skip(N)` through the pipeline (what it did before);
+and, once, a fresh pipeline's first batch without either (building the
+seqio pipeline and filling its shuffle buffers, common to both).
 The restored first batch is checked against the one the original iterator
 gives next. Writes bench/resume.json and its section of BENCHMARKS.md
 (between markers; bench.report keeps it); the load average and busy
@@ -98,11 +100,23 @@ def measure(position: int, model_dir: str) -> dict:
           'state_bytes': _bytes(state_dir)}
 
 
+def build_seconds() -> list:
+  """Seconds to a fresh pipeline's first batch, neither restored nor
+  skipped (REPEATS times)."""
+  seconds = []
+  for _ in range(REPEATS):
+    start = time.perf_counter()
+    next(iter(pipeline()))
+    seconds.append(time.perf_counter() - start)
+  return seconds
+
+
 def main() -> None:
   commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT,
                           capture_output=True, text=True).stdout.strip()
   info = machine.describe()
   load_before = os.getloadavg()
+  build = build_seconds()
   with tempfile.TemporaryDirectory() as model_dir:
     rows = [measure(n, model_dir) for n in POSITIONS]
   results = {
@@ -110,7 +124,9 @@ def main() -> None:
       'cpu': info['cpu'], 'cores': info['cores'],
       'load_before': load_before, 'load_after': os.getloadavg(),
       'busy_processes': machine.busy_processes(),
-      'mixture': MIXTURE, 'batch_size': BATCH, 'rows': rows}
+      'mixture': MIXTURE, 'batch_size': BATCH,
+      'build_seconds': statistics.median(build), 'build_seconds_all': build,
+      'rows': rows}
   with open(RESULTS, 'w') as f:
     json.dump(results, f, indent=1)
   print(write_section(results))
@@ -139,7 +155,13 @@ def markdown(results: dict) -> str:
                f'{row["restore_seconds"]:.2f} | {row["replay_seconds"]:.2f} '
                f'| {row["save_seconds"]:.2f} | {row["state_bytes"]:,} |')
   loaded = max(loads) > results['cores'] + 0.5
-  out += ['', f'Load average (1 min): {loads[0]:.2f} before, {loads[1]:.2f} '
+  out += ['', f'A fresh pipeline without either takes '
+          f'{results["build_seconds"]:.2f} s to its first batch (median of '
+          f'{len(results["build_seconds_all"])}): building the seqio '
+          'pipeline and filling its shuffle buffers, part of both columns. '
+          'The iterator state holds those buffers (so it is smaller at N = 0, '
+          'before they fill); compare its size at 1,000 and 20,000.', '',
+          f'Load average (1 min): {loads[0]:.2f} before, {loads[1]:.2f} '
           f'after, on {results["cores"]} cores' + (
               ' - **the machine was loaded by other work: the seconds are '
               'inflated; compare the rows with each other, not with other '
