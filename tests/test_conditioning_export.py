@@ -118,7 +118,9 @@ def test_export_cli_writes_the_checkpoints_prefixes(tmp_path, monkeypatch):
   gin.clear_config()
   params = jax.tree.map(np.asarray, cm.init(model))
   restored = []
-  def fake_restore(directory, step=None):
+  def fake_restore(directory, step=None, expected_params=None):
+    # export compares the configured model's tree with the checkpoint's.
+    assert checkpoints.tree_differences(params, expected_params) == []
     restored.append((directory, step))
     return params
   monkeypatch.setattr(checkpoints, 'restore_params', fake_restore)
