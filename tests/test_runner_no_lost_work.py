@@ -76,8 +76,9 @@ def test_a_failed_background_save_stops_training_at_the_next_step(
 
   real_save = checkpoints.Checkpointer.save
 
-  def save_then_fail_in_background(self, state, batches_consumed):
-    real_save(self, state, batches_consumed)
+  def save_then_fail_in_background(self, state, batches_consumed,
+                                   data_iterator=None):
+    real_save(self, state, batches_consumed, data_iterator)
 
     def disk_full():
       raise OSError(28, 'No space left on device')
