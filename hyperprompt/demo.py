@@ -13,9 +13,15 @@ import json
 import os
 import tempfile
 
+from hyperprompt import quiet_logs
+# A script: TensorFlow (imported by the runner) starts without its notices.
+quiet_logs.import_tensorflow_quietly()
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from hyperprompt import atomic_files
+from hyperprompt import cli_errors
 from hyperprompt import main
 from hyperprompt import runner
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 CONDITIONERS = (('HyperPrompt-Global', 'hyperprompt_global'),
                 ('vanilla T5', 'none'))
@@ -75,7 +81,11 @@ def console_main():
   parser.add_argument('--model_dir', default=None,
                       help='where the two runs go (default: a temp dir)')
   args, extra = parser.parse_known_args()
-  root = args.model_dir or tempfile.mkdtemp(prefix='hyperprompt_demo_')
+  cli_errors.exit_on_error(lambda: _demo(args.model_dir, extra), extra)
+
+
+def _demo(model_dir, extra):
+  root = model_dir or tempfile.mkdtemp(prefix='hyperprompt_demo_')
   results = run(root, extra)
   print(f'\nValidation scores (%) at the last step; runs in {root}\n')
   print(table(results))
