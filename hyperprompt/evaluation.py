@@ -10,6 +10,7 @@ the outputs once; the evaluator (seqio.Evaluator's predict and score
 functions) and `runner.infer` both use it.
 """
 import json
+import logging
 import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -19,6 +20,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from hyperprompt import atomic_files
 from hyperprompt import data
 from hyperprompt import models
 from hyperprompt import partitioning
@@ -148,6 +150,8 @@ class Evaluator:
           self._score, params, ds, self.model, self.partitioner,
           self.batch_size)]
 
+    # Progress: a large eval set is otherwise minutes of silence.
+    logging.info('Evaluating: decoding and scoring every task...')
     metrics, _ = self.evaluator.evaluate(
         compute_metrics=True, predict_fn=predict_fn, score_fn=score_fn)
     return {task: {name: float(getattr(value, 'value', value))
@@ -178,8 +182,7 @@ def record_best(model_dir: str, step: int,
     if task not in best or score > best[task]['score']:
       best[task] = {'step': int(step), 'score': score, 'metrics': dict(values)}
   if jax.process_index() == 0:
-    with tf.io.gfile.GFile(path, 'w') as f:
-      json.dump(best, f, indent=1, sort_keys=True)
+    atomic_files.write_text(path, json.dumps(best, indent=1, sort_keys=True))
   return best
 
 

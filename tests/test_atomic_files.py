@@ -1,5 +1,7 @@
 """atomic_files: a write that fails leaves the previous file, byte for byte,
 and no temporary file; history lines are appended whole."""
+import json
+
 import pytest
 
 from hyperprompt import atomic_files
@@ -37,3 +39,17 @@ def test_only_write_modes():
   with pytest.raises(ValueError, match='mode'):
     with atomic_files.open_for_write('/tmp/x', 'a'):
       pass
+
+
+def test_best_checkpoints_keep_each_tasks_best_mean_written_whole(tmp_path):
+  from hyperprompt import evaluation  # pylint: disable=g-import-not-at-top
+  evaluation.record_best(str(tmp_path), 2, {'a': {'f1': 60.0, 'em': 40.0}})
+  evaluation.record_best(str(tmp_path), 4, {'a': {'f1': 50.0, 'em': 40.0},
+                                            'b': {'acc': 10.0}})
+  with open(tmp_path / evaluation.BEST_CHECKPOINTS_FILE) as f:
+    best = json.load(f)
+  assert {t: (v['step'], v['score']) for t, v in best.items()} == {
+      'a': (2, 50.0), 'b': (4, 10.0)}
+  # Written through a temporary file that is renamed: none is left.
+  assert [p.name for p in tmp_path.iterdir()] == [
+      evaluation.BEST_CHECKPOINTS_FILE]
