@@ -316,7 +316,7 @@ def compile_train(topology: str, *, eval_steps: bool = False,
   if eval_steps:
     # Evaluation's own jitted functions, on the train state's parameters.
     from hyperprompt import evaluation  # pylint: disable=g-import-not-at-top
-    score_batch = {k: v for k, v in batch.items()}
+    score_batch = dict(batch)
     decode_batch = {k: v for k, v in batch.items()
                     if k in ('encoder_input_tokens', 'decoder_input_tokens',
                              'task_ids')}
