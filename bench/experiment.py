@@ -122,7 +122,7 @@ def build_model(conditioner: str, num_tasks: int, size: str = SIZE_GIN,
   files = [size, f'models/conditioners/{conditioner}.gin']
   if study_knobs:
     files.append(STUDY_GIN)
-  gin_cli.load(files, [f'NUM_TASKS = {num_tasks}'])
+  gin_cli.parse_gin(files, [f'NUM_TASKS = {num_tasks}'])
   module = gin_cli.transformer()
   vocabulary = synthetic_data.VOCABULARY
   return models.EncoderDecoderModel(module, vocabulary, vocabulary)

@@ -88,7 +88,7 @@ def conditioned(cfg: T5Config, conditioner,
       # Key and value: ReLU(P_tau @ D) @ U for every task and site.
       ops = 2 * (2 * T * M * l * b * (d + hd))
     else:
-      l, k, hidden = (conditioner.prefix_length, conditioner.prompt_dim,
+      l, k, hidden = (conditioner.prompt_length, conditioner.prompt_dim,
                       conditioner.hidden_dim)
       ops = 2 * T * l * (k * hidden + hidden * 2 * M * hd)
     return flops_lib.Conditioned(
@@ -106,7 +106,7 @@ def conditioned(cfg: T5Config, conditioner,
       L = len(placement.conditioned_layers(cfg, conditioner.placement))
       tp, hidden, t, r = (conditioner.task_embed_dim,
                           conditioner.projector_hidden_dim,
-                          conditioner.projected_dim, conditioner.bottleneck)
+                          conditioner.layer_task_dim, conditioner.bottleneck)
       generated = 2 * d * r + r + 3 * d
       ops = 2 * T * L * (3 * tp * hidden + hidden * t + t * generated)
     return flops_lib.Conditioned(adapter_dim=conditioner.bottleneck,

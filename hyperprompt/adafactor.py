@@ -7,14 +7,12 @@ moments part of optax's (its `FactoredState`), so the partitioning rules for
 Adafactor's factored moments apply unchanged.
 
 Why not `optax.adafactor` itself: it is a chain of five transformations,
-each a separate pass over every parameter-sized array; on XLA:CPU its update
-took about a sixth of a T5.1.1-small training step. Here each parameter's
+each a separate pass over every parameter-sized array. Here each parameter's
 update is one expression (XLA fuses the passes), the parameter-scale fallback
 needs no parameter-sized select, and the factored means are contractions
-with ones, which XLA:CPU runs in its matmul library (as reductions over the
-leading axis of a row-major matrix they crawled). About 1.5x faster on the
-benchmark machine, and equal to optax to float rounding
-(tests/test_adafactor.py).
+with ones, which XLA:CPU runs in its matmul library rather than as slow
+reductions over the leading axis of a row-major matrix. It equals optax to
+float rounding (tests/test_adafactor.py); BENCHMARKS.md has the step times.
 
 Scanned layer stacks (`T5Config.scan_layers`, parameters under
 `encoder/layers` and `decoder/layers` with a leading layer axis) are updated

@@ -33,16 +33,16 @@ import jax
 import numpy as np
 
 from hyperprompt import atomic_files
+from hyperprompt import models
+from hyperprompt.conditioning import placement
 from hyperprompt.network import encoder_valid_positions
 
 MASS = 'prefix_attention_mass'
-FEATURES = ('encoder_input_tokens', 'decoder_input_tokens',
-            'decoder_target_tokens', 'task_ids')
 # Attention module name (network.py) -> kind of prompted attention.
 _KINDS = {'attention': 'self', 'self_attention': 'self',
           'encoder_decoder_attention': 'cross'}
 # Rows of the heat maps, in this order when present.
-STACKS = ('encoder_self', 'decoder_self', 'decoder_cross')
+STACKS = tuple(f'{stack}_{kind}' for stack, kind in placement.SITE_KINDS)
 
 Site = Tuple[str, str, int]  # (stack, kind, layer), e.g. ('decoder', 'self', 3)
 
@@ -177,7 +177,7 @@ def attention_mass(module, params, batches) -> Dict[str, List[float]]:
   fn = masses_fn(module)
   average = MassAverage()
   for batch, num_real in batches:
-    features = {k: batch[k] for k in FEATURES if k in batch}
+    features = {k: batch[k] for k in models.MODEL_FEATURES if k in batch}
     masses = jax.device_get(fn(params, features))
     average.add(example_means(masses, batch['encoder_input_tokens'],
                               batch['decoder_target_tokens']), num_real)
@@ -279,7 +279,8 @@ def _batches(model, task: str, lengths, split: str, num_examples: int,
                          num_epochs=1,
                          feature_converter=data.feature_converter(model),
                          use_cached=False).take(num_examples)
-  for batch, num_real in data.padded_batches(ds, batch_size, FEATURES):
+  for batch, num_real in data.padded_batches(ds, batch_size,
+                                             models.MODEL_FEATURES):
     yield model.validate_batch(batch), num_real
 
 
@@ -287,7 +288,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
   import gin  # pylint: disable=g-import-not-at-top
   from hyperprompt import checkpoints  # pylint: disable=g-import-not-at-top
   from hyperprompt import gin_cli  # pylint: disable=g-import-not-at-top
-  from hyperprompt import models  # pylint: disable=g-import-not-at-top
   from hyperprompt import tasks  # pylint: disable=g-import-not-at-top
 
   files, bindings, rest = gin_cli.split_gin_flags(

@@ -7,10 +7,10 @@ causal masks and the relative position bias apply to the real keys only; the
 prefix columns get bias 0.
 
 The decode cache keeps keys and values as `[batch, heads, head_dim, length]`
-(t5x's layout): the matmuls of a decode step read it in place, where
-`[batch, length, heads, head_dim]` made XLA transpose the whole cache of
-every layer at every step. Prompt logits are computed apart from the keys'
-and joined, so a prefix never forces a copy of the cache either.
+(t5x's layout), the layout the matmuls of a decode step read in place, so no
+step transposes the cache of every layer. Prompt logits are computed apart
+from the keys' and joined, so a prefix never forces a copy of the cache
+either.
 """
 from typing import Optional, Tuple
 

@@ -589,9 +589,3 @@ def saved_task_names(checkpoint_dir_or_model_dir: str) -> Optional[list]:
   if not epath.Path(path).exists():
     return None
   return list(TaskVocabulary.load(path).names)
-
-
-def restore_task_vocabulary(model_dir: str) -> TaskVocabulary:
-  """The task vocabulary saved beside a run's checkpoints."""
-  return TaskVocabulary.load(
-      os.path.join(checkpoint_dir(model_dir), TASK_VOCABULARY_FILE))

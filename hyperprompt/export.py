@@ -55,7 +55,7 @@ def main(argv=None) -> None:
   parser.add_argument('--output', required=True, help='the .npz to write')
   args, bindings = gin_cli.parse(parser, sys.argv[1:] if argv is None
                                  else argv)
-  gin_cli.load(args.gin_file, bindings, args.gin_search_paths)
+  gin_cli.parse_gin(args.gin_file, bindings, args.gin_search_paths)
   model = gin_cli.transformer()
   params = checkpoints.restore_params(
       args.checkpoint, args.step,

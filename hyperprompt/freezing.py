@@ -36,7 +36,7 @@ def trainable_labels(params: Any, train: str = 'all') -> Any:
     raise ValueError(f'train must be one of {TRAIN_CHOICES}, got {train!r}.')
   if train != 'all' and not params.get(CONDITIONER):
     raise ValueError(
-        f"train={train!r} needs conditioning parameters, but the params have "
+        f'train={train!r} needs conditioning parameters, but the params have '
         f"no '{CONDITIONER}' subtree (is the model conditioned? the none "
         "conditioner has no parameters). Use train='all'.")
   def label(in_conditioner):

@@ -211,12 +211,6 @@ def parse(parser: argparse.ArgumentParser,
   return args, bindings
 
 
-def load(gin_files: Sequence[str], bindings: Sequence[str],
-         search_dirs: Sequence[str] = ()) -> None:
-  """Parses the gin files and bindings (after clearing gin's state)."""
-  parse_gin(gin_files, bindings, search_dirs)
-
-
 def transformer() -> network.Transformer:
   """The Transformer the parsed gin describes: T5Config + its conditioner."""
   try:
@@ -261,5 +255,5 @@ def check_macro_values() -> None:
       raise SystemExit(
           f'MIXTURE_OR_TASK_NAME = {name!r} is not a registered mixture or '
           'task' + (f'; did you mean {", ".join(close)}?' if close else
-                    f"; the mixtures are {sorted(seqio.MixtureRegistry.names())}"
+                    f'; the mixtures are {sorted(seqio.MixtureRegistry.names())}'
                     '.'))

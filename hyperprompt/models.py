@@ -25,6 +25,7 @@ import numpy as np
 
 from hyperprompt import decoding
 from hyperprompt.conditioning.interface import check_task_ids
+from hyperprompt.conditioning.interface import require_task_ids
 from hyperprompt.feature_converter import TaskConditionedFeatureConverter
 from hyperprompt.network import Transformer
 
@@ -37,6 +38,68 @@ TOKEN_FEATURES = ('encoder_input_tokens', 'decoder_input_tokens',
                   'decoder_target_tokens')
 # Every feature a model reads (TaskConditionedFeatureConverter's output).
 MODEL_FEATURES = TOKEN_FEATURES + ('decoder_loss_weights', 'task_ids')
+
+
+def initial_variables(module: Transformer, rng: jax.Array,
+                      input_shapes: Mapping[str, tuple],
+                      input_types: Optional[Mapping[str, Any]] = None
+                      ) -> dict:
+  """{'params', 'params_axes'} of `module` for batches of the given shapes.
+
+  Initialises on dummy inputs (ones; task 0 for a conditioned network). Works
+  under `jax.eval_shape` (shapes and shardings without allocating) and
+  `jax.jit`.
+  """
+  types = dict(input_types or {})
+  encoder_tokens = jnp.ones(input_shapes['encoder_input_tokens'],
+                            types.get('encoder_input_tokens', jnp.int32))
+  decoder_tokens = jnp.ones(input_shapes['decoder_input_tokens'],
+                            types.get('decoder_input_tokens', jnp.int32))
+  task_ids = None
+  if module.conditioner is not None:
+    task_ids = jnp.zeros(
+        input_shapes.get('task_ids', encoder_tokens.shape[:1]),
+        types.get('task_ids', jnp.int32))
+  variables = module.init(rng, encoder_tokens, decoder_tokens,
+                          decoder_tokens, task_ids, enable_dropout=False)
+  return {'params': variables['params'],
+          'params_axes': variables['params_axes']}
+
+
+def encode_and_create_cache(module: Transformer, params, encoder_tokens,
+                            task_ids, decode_length: int):
+  """(encoded [batch, p + length, emb_dim], decode cache) for decoding.
+
+  The conditioner runs once and serves the encoder and the cache; the cache
+  stores the decoder's conditioning and the cross-attention keys and values,
+  so it is created from the real encoder output, not dummies.
+  """
+  def run(module, encoder_tokens, task_ids):
+    conditioning = module.condition(task_ids, deterministic=True)
+    encoded = module.encode(encoder_tokens, enable_dropout=False,
+                            conditioning=conditioning)
+    module.decode(encoded, encoder_tokens,
+                  jnp.zeros((encoder_tokens.shape[0], decode_length),
+                            jnp.int32),
+                  enable_dropout=False, decode=True,
+                  conditioning=conditioning)
+    return encoded
+
+  encoded, variables = module.apply({'params': params}, encoder_tokens,
+                                    task_ids, method=run, mutable=['cache'])
+  return encoded, variables['cache']
+
+
+def decode_step(module: Transformer, params, cache, encoded, encoder_tokens,
+                tokens):
+  """One cached decode step: tokens [batch, 1] -> (logits [batch, vocab],
+  cache). `encoded` and `encoder_tokens` have the cache's batch (expanded
+  for beams)."""
+  logits, variables = module.apply(
+      {'params': params, 'cache': cache}, encoded, encoder_tokens, tokens,
+      enable_dropout=False, decode=True, mutable=['cache'],
+      method=module.decode)
+  return logits[:, 0], variables['cache']
 
 
 class Model(Protocol):
@@ -201,16 +264,11 @@ class EncoderDecoderModel:
     if enc_shape[0] != dec_shape[0]:
       raise ValueError(f'Batch sizes differ: encoder {enc_shape[0]}, '
                        f'decoder {dec_shape[0]}.')
-    if self.num_tasks is None:
+    task_ids = require_task_ids(self.module.conditioner,
+                                batch.get('task_ids'))
+    if task_ids is None:
       return batch
-    if 'task_ids' not in batch:
-      raise ValueError(
-          f'This model is conditioned on the task '
-          f'({type(self.module.conditioner).__name__} over {self.num_tasks} '
-          'tasks) but the batch has no `task_ids`. Feed data through '
-          f'{self.FEATURE_CONVERTER_CLS.__name__} from a hyperprompt.tasks '
-          'task or mixture, which adds them.')
-    task_ids = check_task_ids(batch['task_ids'], self.num_tasks)
+    task_ids = check_task_ids(task_ids, self.num_tasks)
     if task_ids.shape != (enc_shape[0],):
       raise ValueError(f'task_ids must be [batch] = [{enc_shape[0]}], got '
                        f'shape {task_ids.shape}.')
@@ -228,21 +286,7 @@ class EncoderDecoderModel:
     Works under `jax.eval_shape` (for shapes and shardings without
     allocating) and `jax.jit`.
     """
-    types = dict(input_types or {})
-    encoder_tokens = jnp.ones(input_shapes['encoder_input_tokens'],
-                              types.get('encoder_input_tokens', jnp.int32))
-    decoder_tokens = jnp.ones(input_shapes['decoder_input_tokens'],
-                              types.get('decoder_input_tokens', jnp.int32))
-    task_ids = None
-    if self.num_tasks is not None:
-      task_ids = jnp.zeros(
-          input_shapes.get('task_ids', encoder_tokens.shape[:1]),
-          types.get('task_ids', jnp.int32))
-    variables = self.module.init(rng, encoder_tokens, decoder_tokens,
-                                 decoder_tokens, task_ids,
-                                 enable_dropout=False)
-    return {'params': variables['params'],
-            'params_axes': variables['params_axes']}
+    return initial_variables(self.module, rng, input_shapes, input_types)
 
   def _logits(self, params, batch: Batch, dropout_rng=None, mutable=False):
     """Teacher-forced logits [batch, target_length, vocab]."""
@@ -347,36 +391,18 @@ class EncoderDecoderModel:
     num_decodes = self.num_decodes if num_decodes is None else num_decodes
     encoder_tokens = batch['encoder_input_tokens']
     batch_size, max_decode_len = batch['decoder_input_tokens'].shape
-
-    def encode_and_create_cache(module, encoder_tokens, task_ids):
-      # The conditioner runs once and serves the encoder and the cache.
-      conditioning = module.condition(task_ids, deterministic=True)
-      encoded = module.encode(encoder_tokens, enable_dropout=False,
-                              conditioning=conditioning)
-      module.decode(encoded, encoder_tokens,
-                    jnp.zeros((batch_size, max_decode_len), jnp.int32),
-                    enable_dropout=False, decode=True,
-                    conditioning=conditioning)
-      return encoded
-
-    encoded, variables = self.module.apply(
-        {'params': params}, encoder_tokens, batch.get('task_ids'),
-        method=encode_and_create_cache, mutable=['cache'])
+    encoded, cache = encode_and_create_cache(
+        self.module, params, encoder_tokens, batch.get('task_ids'),
+        max_decode_len)
 
     # The decode functions expand the cache; the step call needs the encoder
     # outputs (for its shape) and tokens (for the padding mask) expanded alike.
     encoded = decoding.expand_batch(encoded, num_decodes)
     encoder_tokens = decoding.expand_batch(encoder_tokens, num_decodes)
-
-    def tokens_to_logits(tokens, cache):
-      logits, variables = self.module.apply(
-          {'params': params, 'cache': cache}, encoded, encoder_tokens, tokens,
-          enable_dropout=False, decode=True, mutable=['cache'],
-          method=self.module.decode)
-      return logits[:, 0], variables['cache']
-
+    tokens_to_logits = lambda tokens, cache: decode_step(
+        self.module, params, cache, encoded, encoder_tokens, tokens)
     tokens, scores = self.decode_fn(
-        tokens_to_logits, variables['cache'], batch_size=batch_size,
+        tokens_to_logits, cache, batch_size=batch_size,
         max_decode_len=max_decode_len, num_decodes=num_decodes,
         eos_id=self.output_vocabulary.eos_id, rng=rng,
         **dict(decoder_params or {}))

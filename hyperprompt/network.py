@@ -15,7 +15,9 @@ import jax.numpy as jnp
 from hyperprompt.attention import MultiHeadAttention
 from hyperprompt.conditioning.interface import (Conditioner, Conditioning,
                                                 LayerConditioning,
-                                                apply_adapter, stack_layers)
+                                                apply_adapter,
+                                                require_task_ids,
+                                                stack_layers)
 from hyperprompt.config import T5Config
 from hyperprompt.layers import (DenseGeneral, Embed, MlpBlock, RMSNorm,
                                 RelativePositionBiases,
@@ -294,12 +296,9 @@ class Transformer(nn.Module):
   def condition(self, task_ids: Optional[jax.Array],
                 deterministic: bool = True) -> Conditioning:
     """task_ids [batch] -> Conditioning (empty without a conditioner)."""
-    if self.conditioner is None:
-      return Conditioning.empty(self.config)
+    task_ids = require_task_ids(self.conditioner, task_ids)
     if task_ids is None:
-      name = type(self.conditioner).__name__
-      raise ValueError(f'This model is conditioned on the task ({name}); '
-                       'pass `task_ids` (the `task_ids` batch feature).')
+      return Conditioning.empty(self.config)
     return self.conditioner(task_ids, self.config, deterministic)
 
   def encode(self, encoder_input_tokens, task_ids=None, *,

@@ -68,7 +68,7 @@ def main(argv=None) -> None:
       description='Parameter counts of a gin-configured model.')
   args, bindings = gin_cli.parse(parser, sys.argv[1:] if argv is None
                                  else argv)
-  gin_cli.load(args.gin_file, bindings, args.gin_search_paths)
+  gin_cli.parse_gin(args.gin_file, bindings, args.gin_search_paths)
   model = gin_cli.transformer()
   counts = parameter_counts(model.config, model.conditioner)
   print(report(counts, type(model.conditioner).__name__))

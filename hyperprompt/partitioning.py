@@ -34,6 +34,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 import seqio
 
+from hyperprompt.conditioning import axes as conditioner_axes
+
 DATA, MODEL = 'data', 'model'
 
 # (logical axis name, mesh axis or None), in priority order.
@@ -47,15 +49,11 @@ LOGICAL_AXIS_RULES: Tuple[Tuple[str, Optional[str]], ...] = (
     ('embed', None),
     ('length', None),
     ('relpos_buckets', None),
-    # Conditioners: per-task tables, prompt positions and hypernetwork
-    # bottlenecks are small; they stay replicated (their 'embed'/'joined_kv'
-    # dims follow the rules above).
-    ('tasks', None),
+    # The scanned layer stack (T5Config.scan_layers).
     ('layers', None),
-    ('prompt_length', None),
-    ('bottleneck', None),
-    ('task_embed', None),
-)
+    # Conditioners: small, replicated (their 'embed'/'joined_kv' dims follow
+    # the rules above).
+) + tuple((name, None) for name in conditioner_axes.NAMES)
 
 
 @gin.configurable(module='hyperprompt.partitioning')

@@ -197,11 +197,11 @@ def train(*,
     prng_impl: the dropout key's PRNG implementation, one of PRNG_IMPLS
       (t5x offers the same choice). 'threefry2x32' is JAX's default; 'rbg'
       draws the random bits with XLA's RngBitGenerator and 'unsafe_rbg' also
-      derives keys with it, cheaper where random bits are costly (on TPU;
-      on the benchmark CPU, with tcmalloc, it made no measurable difference:
-      BENCHMARKS.md). Each implementation draws
-      different masks: resuming with the same implementation is
-      deterministic, switching mid-run changes every later step.
+      derives keys with it, cheaper where random bits are costly (TPU);
+      BENCHMARKS.md has its effect on the benchmark machine. Each
+      implementation draws different masks: resuming with the same
+      implementation is deterministic, switching mid-run changes every later
+      step.
     train_batches: tests only: `skip -> iterator of host batches` replacing
       the seqio pipeline.
 

@@ -5,16 +5,17 @@ README): importing `hyperprompt` itself never imports t5x.
 
 - `EncoderDecoderModel`: t5x's EncoderDecoderModel for `network.Transformer`,
   usable as `MODEL` in t5x gin. It feeds the batch's `task_ids` to the
-  network in training, evaluation, scoring and decoding. Decoding runs the
-  conditioner once, encodes, creates the decode cache from the real encoder
-  output and conditioning (our cache stores both; t5x's own cache set-up uses
-  dummy inputs), then steps through t5x's decode function (beam search or
-  sampling, whose beam expansion leaves `cache_index`/`cached_bias` alone).
+  network in training, evaluation, scoring and decoding. It overrides only
+  what differs from t5x's model and reuses hyperprompt.models' pure helpers:
+  initialisation on dummy inputs, the decode set-up (condition once, encode,
+  create the cache from the real encoder output; t5x's own set-up uses dummy
+  inputs) and the one-step decode, stepped by t5x's decode function (beam
+  search or sampling, whose beam expansion leaves `cache_index`/`cached_bias`
+  alone).
 - The feature converter is hyperprompt.feature_converter's
   `TaskConditionedFeatureConverter` (task_id -> task_ids; packing is refused).
 - `logical_factor_rules` / `conditioner_axis_rules`: the conditioners'
   logical axis names for t5x's Adafactor and partitioner.
-- `num_tasks`: the size of a mixture's task vocabulary, for gin.
 Gin files: gin/t5x/.
 """
 from typing import Any, Mapping, MutableMapping, Optional, Tuple
@@ -34,36 +35,18 @@ except ImportError as e:
       'research/t5x && pip install -e ./t5x), or use hyperprompt\'s own '
       'runner (python -m hyperprompt.main).') from e
 
+from hyperprompt import models as hp_models
+from hyperprompt.conditioning import axes as conditioner_axes
 from hyperprompt import tasks  # Registers the mixtures t5x's gin names.
 from hyperprompt.feature_converter import TaskConditionedFeatureConverter
 
 PyTree = Any
 
-# Logical axis names of conditioner parameters -> Adafactor factorisation.
-# 'row'/'column' mark the two dimensions a factored second moment keeps
-# (t5x factors a parameter only when it has both); 'batch' dimensions index
-# independent matrices (tasks, prompted sites) that are never averaged
-# together; 'none' dimensions are neither.
-CONDITIONER_FACTOR_RULES = {
-    'tasks': 'batch',
-    'prompt_sites': 'batch',
-    'adapted_layers': 'batch',
-    'prompt_length': 'none',
-    'adapter_positions': 'batch',
-    'task_embed': 'none',
-    'layer_task_hidden': 'none',
-    'layer_task_embed': 'row',
-    'hyper_generated': 'column',
-    'hyper_bottleneck': 'column',
-    'prefix_embed': 'row',
-    'adapter_bottleneck': 'column',
-}
-
 
 def logical_factor_rules():
   """t5x's standard Adafactor factor rules plus the conditioners'."""
   extra = {name: adafactor.factor_name_to_factordim(rule)
-           for name, rule in CONDITIONER_FACTOR_RULES.items()}
+           for name, rule in conditioner_axes.FACTOR_RULES.items()}
   return flax_core.freeze(
       {**flax_core.unfreeze(adafactor.standard_logical_factor_rules()),
        **extra})
@@ -76,12 +59,7 @@ def conditioner_axis_rules() -> Tuple[Tuple[str, Optional[str]], ...]:
   'joined_kv' dimensions follow t5x's standard rules. For
   `partitioning.standard_logical_axis_rules.additional_rules`.
   """
-  return tuple((name, None) for name in CONDITIONER_FACTOR_RULES)
-
-
-def num_tasks(mixture_or_task_name: str) -> int:
-  """The size of the task vocabulary of a hyperprompt.tasks mixture/task."""
-  return len(tasks.task_vocabulary(mixture_or_task_name))
+  return tuple((name, None) for name in conditioner_axes.NAMES)
 
 
 def _reject_packing(features: Mapping[str, Any]) -> None:
@@ -99,36 +77,14 @@ class EncoderDecoderModel(models.EncoderDecoderModel):
 
   FEATURE_CONVERTER_CLS = TaskConditionedFeatureConverter
 
-  def _task_ids(self, batch: Mapping[str, jnp.ndarray]):
-    """batch['task_ids'] [batch], or None for an unconditioned network."""
-    if 'task_ids' in batch:
-      return batch['task_ids']
-    if getattr(self.module, 'conditioner', None) is None:
-      return None
-    raise ValueError(
-        'The batch has no `task_ids`; the model is task-conditioned. Use '
-        'hyperprompt.feature_converter.TaskConditionedFeatureConverter (the '
-        'default FEATURE_CONVERTER_CLS of this model) and a mixture from '
-        f'hyperprompt.tasks. Features present: {sorted(batch)}.')
-
   def get_initial_variables(
       self, rng: jax.Array, input_shapes: Mapping[str, Any],
       input_types: Optional[Mapping[str, jnp.dtype]] = None
   ) -> flax_core.scope.FrozenVariableDict:
     """{'params', 'params_axes'} of the network, from the batch shapes."""
     _reject_packing(input_shapes)
-    input_types = input_types or {}
-    encoder_shape = input_shapes['encoder_input_tokens']
-    decoder_shape = input_shapes['decoder_input_tokens']
-    tokens = lambda name, shape: jnp.ones(
-        shape, input_types.get(name, jnp.int32))
-    task_ids = jnp.zeros(input_shapes.get('task_ids', encoder_shape[:1]),
-                         jnp.int32)
-    return flax_core.freeze(self.module.init(
-        rng, tokens('encoder_input_tokens', encoder_shape),
-        tokens('decoder_input_tokens', decoder_shape),
-        tokens('decoder_target_tokens', decoder_shape), task_ids,
-        decode=False, enable_dropout=False))
+    return flax_core.freeze(hp_models.initial_variables(
+        self.module, rng, input_shapes, input_types))
 
   def _compute_logits(
       self, params: PyTree, batch: Mapping[str, jnp.ndarray],
@@ -141,7 +97,7 @@ class EncoderDecoderModel(models.EncoderDecoderModel):
     return self.module.apply(
         {'params': params, **(other_variables or {})},
         batch['encoder_input_tokens'], batch['decoder_input_tokens'],
-        batch['decoder_target_tokens'], self._task_ids(batch),
+        batch['decoder_target_tokens'], batch.get('task_ids'),
         decode=False, enable_dropout=rngs is not None, rngs=rngs,
         mutable=mutable)
 
@@ -149,15 +105,12 @@ class EncoderDecoderModel(models.EncoderDecoderModel):
       self, decoding_state: decoding.DecodingState, params: PyTree,
       encoded_inputs: jnp.ndarray, raw_inputs: jnp.ndarray,
       max_decode_length: int) -> Tuple[jnp.ndarray, PyTree]:
-    """One decode step: tokens [batch * beams, 1] -> logits, new cache."""
-    logits, variables = self.module.apply(
-        {'params': params, 'cache': decoding_state.cache},
-        encoded_inputs, raw_inputs, decoding_state.cur_token, None,
-        enable_dropout=False, decode=True,
-        max_decode_length=max_decode_length, mutable=['cache'],
-        method=self.module.decode)
-    # [batch * beams, 1, vocab] -> [batch * beams, vocab]
-    return jnp.squeeze(logits, axis=1), variables['cache']
+    """One decode step: tokens [batch * beams, 1] -> (logits [batch * beams,
+    vocab], new cache). The cache's length fixes the decode length."""
+    del max_decode_length
+    return hp_models.decode_step(self.module, params, decoding_state.cache,
+                                 encoded_inputs, raw_inputs,
+                                 decoding_state.cur_token)
 
   def predict_batch_with_aux(
       self, params: PyTree, batch: Mapping[str, jnp.ndarray],
@@ -183,22 +136,10 @@ class EncoderDecoderModel(models.EncoderDecoderModel):
       num_decodes = self._default_decoder_params.num_decodes
     encoder_input_tokens = batch['encoder_input_tokens']
     decoder_input_tokens = batch['decoder_input_tokens']
-    variables = {'params': params}
-    # The conditioner runs once; encoder and cache both use its output.
-    conditioning = self.module.apply(variables, self._task_ids(batch),
-                                     method=self.module.condition)
-    # [batch, input_len] -> [batch, encoded_len, emb_dim]
-    encoded = self.module.apply(variables, encoder_input_tokens,
-                                enable_dropout=False,
-                                conditioning=conditioning,
-                                method=self.module.encode)
-    # The cache stores the decoder conditioning and the cross-attention K/V,
-    # so it is created from the real encoder output, not dummies.
-    _, initial = self.module.apply(
-        variables, encoded, encoder_input_tokens,
-        jnp.zeros_like(decoder_input_tokens), None, enable_dropout=False,
-        decode=True, conditioning=conditioning, mutable=['cache'],
-        method=self.module.decode)
+    # encoded [batch, encoded_len, emb_dim]
+    encoded, cache = hp_models.encode_and_create_cache(
+        self.module, params, encoder_input_tokens, batch.get('task_ids'),
+        decoder_input_tokens.shape[1])
     tokens_to_logits = lambda state: self._compute_logits_from_slice(
         state, params=params,
         # [batch * num_decodes, ...]: each example repeated in place.
@@ -216,7 +157,7 @@ class EncoderDecoderModel(models.EncoderDecoderModel):
     # decodes [batch, num_decodes, length], scores [batch, num_decodes],
     # sorted by increasing log-probability.
     decodes, scores = self._decode_fn(
-        inputs=jnp.zeros_like(decoder_input_tokens), cache=initial['cache'],
+        inputs=jnp.zeros_like(decoder_input_tokens), cache=cache,
         tokens_to_logits=tokens_to_logits, num_decodes=num_decodes,
         cache_offset=0, **decoder_params)
     if return_all_decodes:

@@ -166,9 +166,3 @@ def train_step(model, optimizer: Optimizer, state: TrainState, batch: Batch,
   metrics['grad_norm'] = optax.global_norm(grads)
   return TrainState(step=state.step + 1, params=params,
                     opt_state=opt_state), metrics
-
-
-def eval_step(model, params: Any, batch: Batch) -> Metrics:
-  """Teacher-forced loss and token accuracy, without dropout."""
-  _, metrics = model.loss_fn(params, batch, None)
-  return metrics

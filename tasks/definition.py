@@ -59,7 +59,7 @@ def register_task(name: str, definition: TaskDefinition,
           seqio.CacheDatasetPlaceholder(),
           seqio.preprocessors.append_eos_after_trim,
       ],
-      output_features={"inputs": text, "targets": text, "task_id": task_id},
+      output_features={'inputs': text, 'targets': text, 'task_id': task_id},
       postprocess_fn=definition.postprocess_fn,
       metric_fns=definition.metric_fns,
   )

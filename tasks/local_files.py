@@ -30,10 +30,10 @@ _STRINGS = tf.TensorSpec([None], tf.string)
 # --- GLUE: tab-separated files ---------------------------------------------
 
 _GLUE_FILES = {
-    "train": "train.tsv",
-    "validation": "dev.tsv",
-    "validation_matched": "dev_matched.tsv",
-    "validation_mismatched": "dev_mismatched.tsv",
+    'train': 'train.tsv',
+    'validation': 'dev.tsv',
+    'validation_matched': 'dev_matched.tsv',
+    'validation_mismatched': 'dev_mismatched.tsv',
 }
 
 
@@ -53,39 +53,39 @@ class _GlueTsv:
     return isinstance(self.label_column, str)
 
 
-_NLI = ("entailment", "not_entailment")
+_NLI = ('entailment', 'not_entailment')
 GLUE = {
     # CoLA's files have no header: source, label, original label, sentence.
-    "cola": _GlueTsv("CoLA", {"sentence": 3}, 1),
-    "sst2": _GlueTsv("SST-2", {"sentence": "sentence"}, "label"),
-    "mrpc": _GlueTsv("MRPC", {"sentence1": "#1 String",
-                              "sentence2": "#2 String"}, "Quality"),
-    "qqp": _GlueTsv("QQP", {"question1": "question1",
-                            "question2": "question2"}, "is_duplicate"),
-    "stsb": _GlueTsv("STS-B", {"sentence1": "sentence1",
-                               "sentence2": "sentence2"}, "score",
+    'cola': _GlueTsv('CoLA', {'sentence': 3}, 1),
+    'sst2': _GlueTsv('SST-2', {'sentence': 'sentence'}, 'label'),
+    'mrpc': _GlueTsv('MRPC', {'sentence1': '#1 String',
+                              'sentence2': '#2 String'}, 'Quality'),
+    'qqp': _GlueTsv('QQP', {'question1': 'question1',
+                            'question2': 'question2'}, 'is_duplicate'),
+    'stsb': _GlueTsv('STS-B', {'sentence1': 'sentence1',
+                               'sentence2': 'sentence2'}, 'score',
                      float_label=True),
-    "mnli": _GlueTsv("MNLI", {"premise": "sentence1",
-                              "hypothesis": "sentence2"}, "gold_label",
-                     ("entailment", "neutral", "contradiction")),
-    "qnli": _GlueTsv("QNLI", {"question": "question",
-                              "sentence": "sentence"}, "label", _NLI),
-    "rte": _GlueTsv("RTE", {"sentence1": "sentence1",
-                            "sentence2": "sentence2"}, "label", _NLI),
+    'mnli': _GlueTsv('MNLI', {'premise': 'sentence1',
+                              'hypothesis': 'sentence2'}, 'gold_label',
+                     ('entailment', 'neutral', 'contradiction')),
+    'qnli': _GlueTsv('QNLI', {'question': 'question',
+                              'sentence': 'sentence'}, 'label', _NLI),
+    'rte': _GlueTsv('RTE', {'sentence1': 'sentence1',
+                            'sentence2': 'sentence2'}, 'label', _NLI),
 }
 
 
 def _utf8_lines(path: str) -> list[str]:
   """The file's lines; a byte that is not UTF-8 is named by line."""
-  with tf.io.gfile.GFile(path, "rb") as f:
+  with tf.io.gfile.GFile(path, 'rb') as f:
     raw = f.read()
   try:
-    return raw.decode("utf-8").splitlines()
+    return raw.decode('utf-8').splitlines()
   except UnicodeDecodeError as e:
-    line = raw[:e.start].count(b"\n") + 1
+    line = raw[:e.start].count(b'\n') + 1
     raise ValueError(
-        f"{path} line {line}: byte {raw[e.start]:#04x} is not UTF-8; save "
-        "the file as UTF-8 (as the GLUE/SuperGLUE releases are).") from None
+        f'{path} line {line}: byte {raw[e.start]:#04x} is not UTF-8; save '
+        'the file as UTF-8 (as the GLUE/SuperGLUE releases are).') from None
 
 
 def _label(spec: _GlueTsv, text: str, path: str, line: int):
@@ -97,17 +97,17 @@ def _label(spec: _GlueTsv, text: str, path: str, line: int):
       return spec.label_names.index(text)
     return int(text)
   except ValueError:
-    expected = (f"one of {list(spec.label_names)}" if spec.label_names else
-                "a number" if spec.float_label else "an integer")
-    raise ValueError(f"{path} line {line}: label {text!r} is not "
-                     f"{expected}.") from None
+    expected = (f'one of {list(spec.label_names)}' if spec.label_names else
+                'a number' if spec.float_label else 'an integer')
+    raise ValueError(f'{path} line {line}: label {text!r} is not '
+                     f'{expected}.') from None
 
 
 def _glue_rows(spec: _GlueTsv, path: str) -> Iterator[dict]:
   lines = _utf8_lines(path)
   first_row_line = 2 if spec.header else 1
   if spec.header:
-    names = lines[0].split("\t")
+    names = lines[0].split('\t')
     lines = lines[1:]
     column = {name: i for i, name in enumerate(names)}.__getitem__
   else:
@@ -116,16 +116,16 @@ def _glue_rows(spec: _GlueTsv, path: str) -> Iterator[dict]:
                                        spec.label_column])
   skipped = 0
   for idx, line in enumerate(lines):
-    cells = line.split("\t")
+    cells = line.split('\t')
     if len(cells) < width:
       skipped += 1
       continue
     label = _label(spec, cells[column(spec.label_column)], path,
                    idx + first_row_line)
     yield {**{k: cells[column(c)] for k, c in spec.text_columns.items()},
-           "label": label, "idx": idx}
+           'label': label, 'idx': idx}
   if skipped:
-    logging.warning("%s: skipped %d rows with fewer than %d columns.", path,
+    logging.warning('%s: skipped %d rows with fewer than %d columns.', path,
                     skipped, width)
 
 
@@ -135,12 +135,12 @@ def read_glue(task: str, root: str, split: str) -> tf.data.Dataset:
   path = os.path.join(root, spec.directory, _GLUE_FILES[split])
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(
-        f"{path} not found. Point the GLUE data dir at the folder that holds "
+        f'{path} not found. Point the GLUE data dir at the folder that holds '
         f"{spec.directory}/ (the output of GLUE's download script).")
   signature = {**{k: _STR for k in spec.text_columns},
-               "label": tf.TensorSpec([], tf.float32 if spec.float_label
+               'label': tf.TensorSpec([], tf.float32 if spec.float_label
                                       else tf.int64),
-               "idx": _INT}
+               'idx': _INT}
   return tf.data.Dataset.from_generator(lambda: _glue_rows(spec, path),
                                         output_signature=signature)
 
@@ -148,42 +148,42 @@ def read_glue(task: str, root: str, split: str) -> tf.data.Dataset:
 # --- SuperGLUE: JSON lines ---------------------------------------------------
 
 def _bool_label(row: dict) -> dict:
-  return {**row, "label": int(row["label"])}
+  return {**row, 'label': int(row['label'])}
 
 
 def _named_label(*names: str) -> Callable[[dict], dict]:
   def convert(row: dict) -> dict:
-    if row["label"] not in names:
+    if row['label'] not in names:
       raise ValueError(f"label {row['label']!r} is not one of {list(names)}")
-    return {**row, "label": names.index(row["label"])}
+    return {**row, 'label': names.index(row['label'])}
   return convert
 
 
 def _wsc(row: dict) -> dict:
-  return {"text": row["text"], **row["target"], "idx": row["idx"],
-          "label": int(row["label"])}
+  return {'text': row['text'], **row['target'], 'idx': row['idx'],
+          'label': int(row['label'])}
 
 
 def _multirc(row: dict) -> Iterator[dict]:
-  paragraph = row["passage"]["text"]
-  for question in row["passage"]["questions"]:
-    for answer in question["answers"]:
-      yield {"paragraph": paragraph, "question": question["question"],
-             "answer": answer["text"], "label": answer["label"],
-             "idx": {"paragraph": row["idx"], "question": question["idx"],
-                     "answer": answer["idx"]}}
+  paragraph = row['passage']['text']
+  for question in row['passage']['questions']:
+    for answer in question['answers']:
+      yield {'paragraph': paragraph, 'question': question['question'],
+             'answer': answer['text'], 'label': answer['label'],
+             'idx': {'paragraph': row['idx'], 'question': question['idx'],
+                     'answer': answer['idx']}}
 
 
 def _record(row: dict) -> Iterator[dict]:
-  text = row["passage"]["text"]
+  text = row['passage']['text']
   # Entity offsets are inclusive of their end character.
-  entities = sorted({text[e["start"]:e["end"] + 1]
-                     for e in row["passage"]["entities"]})
-  for qa in row["qas"]:
-    answers = list(dict.fromkeys(a["text"] for a in qa["answers"]))
-    yield {"passage": text, "query": qa["query"], "entities": entities,
-           "answers": answers,
-           "idx": {"passage": row["idx"], "query": qa["idx"]}}
+  entities = sorted({text[e['start']:e['end'] + 1]
+                     for e in row['passage']['entities']})
+  for qa in row['qas']:
+    answers = list(dict.fromkeys(a['text'] for a in qa['answers']))
+    yield {'passage': text, 'query': qa['query'], 'entities': entities,
+           'answers': answers,
+           'idx': {'passage': row['idx'], 'query': qa['idx']}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,39 +196,39 @@ class _SuperGlueJsonl:
 
 
 def _fields(*names: str, **extra) -> dict:
-  return {**{n: _STR for n in names}, "idx": _INT, "label": _LABEL, **extra}
+  return {**{n: _STR for n in names}, 'idx': _INT, 'label': _LABEL, **extra}
 
 
 SUPER_GLUE = {
-    "boolq": _SuperGlueJsonl("BoolQ", _fields("question", "passage"),
+    'boolq': _SuperGlueJsonl('BoolQ', _fields('question', 'passage'),
                              _bool_label),
-    "cb": _SuperGlueJsonl("CB", _fields("premise", "hypothesis"),
-                          _named_label("entailment", "contradiction",
-                                       "neutral")),
-    "copa": _SuperGlueJsonl("COPA", _fields("premise", "choice1", "choice2",
-                                            "question"), lambda row: row),
-    "multirc": _SuperGlueJsonl(
-        "MultiRC", _fields("paragraph", "question", "answer",
-                           idx={k: _INT for k in ("paragraph", "question",
-                                                  "answer")}),
+    'cb': _SuperGlueJsonl('CB', _fields('premise', 'hypothesis'),
+                          _named_label('entailment', 'contradiction',
+                                       'neutral')),
+    'copa': _SuperGlueJsonl('COPA', _fields('premise', 'choice1', 'choice2',
+                                            'question'), lambda row: row),
+    'multirc': _SuperGlueJsonl(
+        'MultiRC', _fields('paragraph', 'question', 'answer',
+                           idx={k: _INT for k in ('paragraph', 'question',
+                                                  'answer')}),
         _multirc, many=True),
-    "record": _SuperGlueJsonl(
-        "ReCoRD", {"passage": _STR, "query": _STR, "entities": _STRINGS,
-                   "answers": _STRINGS,
-                   "idx": {"passage": _INT, "query": _INT}},
+    'record': _SuperGlueJsonl(
+        'ReCoRD', {'passage': _STR, 'query': _STR, 'entities': _STRINGS,
+                   'answers': _STRINGS,
+                   'idx': {'passage': _INT, 'query': _INT}},
         _record, many=True),
-    "rte": _SuperGlueJsonl("RTE", _fields("premise", "hypothesis"),
-                           _named_label("entailment", "not_entailment")),
-    "wic": _SuperGlueJsonl("WiC", _fields(
-        "word", "sentence1", "sentence2",
-        **{k: _INT for k in ("start1", "start2", "end1", "end2")}),
+    'rte': _SuperGlueJsonl('RTE', _fields('premise', 'hypothesis'),
+                           _named_label('entailment', 'not_entailment')),
+    'wic': _SuperGlueJsonl('WiC', _fields(
+        'word', 'sentence1', 'sentence2',
+        **{k: _INT for k in ('start1', 'start2', 'end1', 'end2')}),
                            _bool_label),
-    "wsc": _SuperGlueJsonl("WSC", _fields(
-        "text", "span1_text", "span2_text", span1_index=_INT,
+    'wsc': _SuperGlueJsonl('WSC', _fields(
+        'text', 'span1_text', 'span2_text', span1_index=_INT,
         span2_index=_INT), _wsc),
 }
 
-_SUPER_GLUE_FILES = {"train": "train.jsonl", "validation": "val.jsonl"}
+_SUPER_GLUE_FILES = {'train': 'train.jsonl', 'validation': 'val.jsonl'}
 
 
 def _super_glue_rows(spec: _SuperGlueJsonl, path: str) -> Iterator[dict]:
@@ -240,8 +240,8 @@ def _super_glue_rows(spec: _SuperGlueJsonl, path: str) -> Iterator[dict]:
       examples = list(converted) if spec.many else [converted]
       rows = [{k: example[k] for k in spec.signature} for example in examples]
     except (ValueError, KeyError, TypeError) as e:
-      problem = (f"no field {e}" if isinstance(e, KeyError) else str(e))
-      raise ValueError(f"{path} line {number}: {problem}.") from None
+      problem = (f'no field {e}' if isinstance(e, KeyError) else str(e))
+      raise ValueError(f'{path} line {number}: {problem}.') from None
     yield from rows
 
 
@@ -251,7 +251,7 @@ def read_super_glue(task: str, root: str, split: str) -> tf.data.Dataset:
   path = os.path.join(root, spec.directory, _SUPER_GLUE_FILES[split])
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(
-        f"{path} not found. Point the SuperGLUE data dir at the folder that "
-        f"holds {spec.directory}/ (the unpacked SuperGLUE release).")
+        f'{path} not found. Point the SuperGLUE data dir at the folder that '
+        f'holds {spec.directory}/ (the unpacked SuperGLUE release).')
   return tf.data.Dataset.from_generator(
       lambda: _super_glue_rows(spec, path), output_signature=spec.signature)

@@ -31,33 +31,33 @@ def _as_wrong_when_invalid(targets, predictions, num_classes: int):
 def accuracy(targets, predictions) -> dict:
   """Share of predictions equal to their target (labels or strings)."""
   hits = [t == p for t, p in zip(targets, predictions, strict=True)]
-  return {"accuracy": 100.0 * float(np.mean(hits))}
+  return {'accuracy': 100.0 * float(np.mean(hits))}
 
 
 def exact_match(targets, predictions) -> dict:
   """Share of whole output sequences reproduced exactly."""
-  return {"exact_match": accuracy(targets, predictions)["accuracy"]}
+  return {'exact_match': accuracy(targets, predictions)['accuracy']}
 
 
 def binary_f1(targets, predictions) -> dict:
   """F1 of the positive class (label 1), as GLUE reports for MRPC and QQP."""
   t, p = _as_wrong_when_invalid(targets, predictions, 2)
-  return {"f1": 100.0 * sklearn.metrics.f1_score(t, p, pos_label=1,
+  return {'f1': 100.0 * sklearn.metrics.f1_score(t, p, pos_label=1,
                                                  zero_division=0.0)}
 
 
 def macro_f1(targets, predictions, num_classes: int = 3) -> dict:
   """Unweighted mean of the per-class F1 scores (SuperGLUE's CB)."""
   t, p = _as_wrong_when_invalid(targets, predictions, num_classes)
-  return {"macro_f1": 100.0 * sklearn.metrics.f1_score(
-      t, p, labels=list(range(num_classes)), average="macro",
+  return {'macro_f1': 100.0 * sklearn.metrics.f1_score(
+      t, p, labels=list(range(num_classes)), average='macro',
       zero_division=0.0)}
 
 
 def matthews_corrcoef(targets, predictions) -> dict:
   """Matthews correlation of binary labels (CoLA)."""
   t, p = _as_wrong_when_invalid(targets, predictions, 2)
-  return {"matthews_corrcoef":
+  return {'matthews_corrcoef':
           100.0 * sklearn.metrics.matthews_corrcoef(t, p)}
 
 
@@ -70,11 +70,11 @@ def _correlation(fn, targets, predictions) -> float:
 
 
 def pearson(targets, predictions) -> dict:
-  return {"pearson": _correlation(scipy.stats.pearsonr, targets, predictions)}
+  return {'pearson': _correlation(scipy.stats.pearsonr, targets, predictions)}
 
 
 def spearman(targets, predictions) -> dict:
-  return {"spearman": _correlation(scipy.stats.spearmanr, targets,
+  return {'spearman': _correlation(scipy.stats.spearmanr, targets,
                                    predictions)}
 
 
@@ -84,23 +84,23 @@ def multirc(targets: Sequence[Mapping], predictions) -> dict:
   Targets are {"group": question id, "value": label} per answer option;
   exact match credits a question only if all of its options are right.
   """
-  t = np.array([x["value"] for x in targets], dtype=np.int64)
+  t = np.array([x['value'] for x in targets], dtype=np.int64)
   t, p = _as_wrong_when_invalid(t, predictions, 2)
   by_question = collections.defaultdict(list)
   for target, pred, value in zip(targets, p, t):
-    by_question[target["group"]].append(pred == value)
+    by_question[target['group']].append(pred == value)
   return {
-      "exact_match": 100.0 * float(np.mean(
+      'exact_match': 100.0 * float(np.mean(
           [all(hits) for hits in by_question.values()])),
-      "f1a": 100.0 * sklearn.metrics.f1_score(t, p, pos_label=1,
+      'f1a': 100.0 * sklearn.metrics.f1_score(t, p, pos_label=1,
                                               zero_division=0.0),
   }
 
 
 def _normalize_answer(text: str) -> list[str]:
   """SQuAD normalisation: lower case, no punctuation/articles, word tokens."""
-  text = "".join(c for c in text.lower() if c not in set(string.punctuation))
-  text = re.sub(r"\b(a|an|the)\b", " ", text)
+  text = ''.join(c for c in text.lower() if c not in set(string.punctuation))
+  text = re.sub(r'\b(a|an|the)\b', ' ', text)
   return text.split()
 
 
@@ -120,32 +120,32 @@ def record(targets: Sequence[Sequence[str]], predictions) -> dict:
     golds = [_normalize_answer(a) for a in answers]
     em.append(max(float(g == pred) for g in golds))
     f1.append(max(_token_f1(g, pred) for g in golds))
-  return {"exact_match": 100.0 * float(np.mean(em)),
-          "f1": 100.0 * float(np.mean(f1))}
+  return {'exact_match': 100.0 * float(np.mean(em)),
+          'f1': 100.0 * float(np.mean(f1))}
 
 
 # The metrics each benchmark scores a task by (GLUE paper, Wang et al. 2019,
 # table 1; SuperGLUE paper, Wang et al. 2019, table 1). MNLI's two metrics are
 # the accuracies on its matched and mismatched validation sets.
 GLUE_METRICS = {
-    "cola": ("matthews_corrcoef",),
-    "sst2": ("accuracy",),
-    "mrpc": ("accuracy", "f1"),
-    "qqp": ("accuracy", "f1"),
-    "stsb": ("pearson", "spearman"),
-    "mnli": ("accuracy_matched", "accuracy_mismatched"),
-    "qnli": ("accuracy",),
-    "rte": ("accuracy",),
+    'cola': ('matthews_corrcoef',),
+    'sst2': ('accuracy',),
+    'mrpc': ('accuracy', 'f1'),
+    'qqp': ('accuracy', 'f1'),
+    'stsb': ('pearson', 'spearman'),
+    'mnli': ('accuracy_matched', 'accuracy_mismatched'),
+    'qnli': ('accuracy',),
+    'rte': ('accuracy',),
 }
 SUPERGLUE_METRICS = {
-    "boolq": ("accuracy",),
-    "cb": ("accuracy", "macro_f1"),
-    "copa": ("accuracy",),
-    "multirc": ("exact_match", "f1a"),
-    "record": ("exact_match", "f1"),
-    "rte": ("accuracy",),
-    "wic": ("accuracy",),
-    "wsc": ("accuracy",),
+    'boolq': ('accuracy',),
+    'cb': ('accuracy', 'macro_f1'),
+    'copa': ('accuracy',),
+    'multirc': ('exact_match', 'f1a'),
+    'record': ('exact_match', 'f1'),
+    'rte': ('accuracy',),
+    'wic': ('accuracy',),
+    'wsc': ('accuracy',),
 }
 
 
@@ -157,11 +157,11 @@ def benchmark_average(task_scores: Mapping[str, Mapping[str, float]],
     task_scores: {task: {metric: value}}; extra metrics are ignored.
     metrics: {task: metric names the benchmark uses}; every task is required.
   """
-  missing = [f"{task}/{m}" for task, names in metrics.items()
+  missing = [f'{task}/{m}' for task, names in metrics.items()
              for m in names if m not in task_scores.get(task, {})]
   if missing:
-    raise ValueError(f"Scores missing for the benchmark average: {missing}. "
-                     f"Expected {dict(metrics)}.")
+    raise ValueError(f'Scores missing for the benchmark average: {missing}. '
+                     f'Expected {dict(metrics)}.')
   return float(np.mean([np.mean([task_scores[task][m] for m in names])
                         for task, names in metrics.items()]))
 

@@ -32,19 +32,19 @@ from hyperprompt.tasks.task_vocab import TaskVocabulary
 
 # Every task definition, by "<suite>_<task>" (e.g. "glue_rte").
 DEFINITIONS = {
-    **{f"glue_{k}": v for k, v in GLUE.items()},
-    **{f"superglue_{k}": v for k, v in SUPERGLUE.items()},
-    **{f"synthetic_{k}": v for k, v in SYNTHETIC.items()},
+    **{f'glue_{k}': v for k, v in GLUE.items()},
+    **{f'superglue_{k}': v for k, v in SUPERGLUE.items()},
+    **{f'synthetic_{k}': v for k, v in SYNTHETIC.items()},
 }
 
 
-@gin.configurable(module="hyperprompt.tasks.mixtures")
+@gin.configurable(module='hyperprompt.tasks.mixtures')
 def proportional_rate(num_examples: int, cap: Optional[int] = None) -> float:
   """Examples-proportional mixing: rate = min(n, cap) (T5's K)."""
   return float(num_examples if cap is None else min(num_examples, cap))
 
 
-@gin.configurable(module="hyperprompt.tasks.mixtures")
+@gin.configurable(module='hyperprompt.tasks.mixtures')
 def temperature_rate(num_examples: int, temperature: float = 2.0,
                      cap: Optional[int] = None) -> float:
   """Temperature sampling: rate = min(n, cap) ** (1 / T); T=1 is proportional,
@@ -52,7 +52,7 @@ def temperature_rate(num_examples: int, temperature: float = 2.0,
   return proportional_rate(num_examples, cap) ** (1.0 / temperature)
 
 
-@gin.configurable(module="hyperprompt.tasks.mixtures")
+@gin.configurable(module='hyperprompt.tasks.mixtures')
 def mixing_rate(num_examples: int,
                 rate_fn: Callable[[int], float] = proportional_rate) -> float:
   """The rate of a task with `num_examples` training examples."""
@@ -85,10 +85,10 @@ def build_mixture(
   if not isinstance(tasks, Mapping):
     unknown = [k for k in tasks if k not in DEFINITIONS]
     if unknown:
-      raise KeyError(f"Unknown task definitions {unknown}; known: "
-                     f"{list(DEFINITIONS)}.")
+      raise KeyError(f'Unknown task definitions {unknown}; known: '
+                     f'{list(DEFINITIONS)}.')
     tasks = {k: DEFINITIONS[k] for k in tasks}
-  vocabulary = TaskVocabulary(f"{name}_{key}" for key in tasks)
+  vocabulary = TaskVocabulary(f'{name}_{key}' for key in tasks)
   rated = []
   for task_name, definition in zip(vocabulary.names, tasks.values()):
     task = register_task(task_name, definition, vocabulary)
@@ -99,6 +99,15 @@ def build_mixture(
   return vocabulary, mixture
 
 
+def num_tasks(mixture_or_task_name: str) -> int:
+  """The size of a mixture's task vocabulary: a conditioner's `num_tasks`.
+
+  The run gin files bind `NUM_TASKS = @mixtures.num_tasks()`, so it is
+  derived from the mixture and never typed by hand.
+  """
+  return len(task_vocabulary(mixture_or_task_name))
+
+
 def task_vocabulary(mixture_or_task: str) -> TaskVocabulary:
   """The task vocabulary of a mixture from `build_mixture`, or of the mixture
   that registered the given task."""
@@ -107,13 +116,13 @@ def task_vocabulary(mixture_or_task: str) -> TaskVocabulary:
   for vocabulary in _VOCABULARIES.values():
     if mixture_or_task in vocabulary.names:
       return vocabulary
-  raise KeyError(f"{mixture_or_task!r} is not a mixture built by "
-                 f"hyperprompt.tasks (or one of its tasks). Mixtures: "
-                 f"{list(_VOCABULARIES)}.")
+  raise KeyError(f'{mixture_or_task!r} is not a mixture built by '
+                 f'hyperprompt.tasks (or one of its tasks). Mixtures: '
+                 f'{list(_VOCABULARIES)}.')
 
 
-build_mixture("hp_glue", GLUE)
-build_mixture("hp_superglue", SUPERGLUE)
-build_mixture("hp_glue_superglue",
-              [k for k in DEFINITIONS if not k.startswith("synthetic_")])
-build_mixture("hp_synthetic", SYNTHETIC)
+build_mixture('hp_glue', GLUE)
+build_mixture('hp_superglue', SUPERGLUE)
+build_mixture('hp_glue_superglue',
+              [k for k in DEFINITIONS if not k.startswith('synthetic_')])
+build_mixture('hp_synthetic', SYNTHETIC)

@@ -12,7 +12,7 @@ INVALID_SCORE = -1.0
 
 
 def _text(value) -> str:
-  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
 
 
 def label_to_id(text, label_names: Sequence[str], example=None,
@@ -38,14 +38,14 @@ def multirc(text, example=None, is_target=False):
   Targets become {"group": "<paragraph>-<question>", "value": label} so the
   MultiRC metrics can regroup the answer options of each question.
   """
-  value = label_to_id(text, ("False", "True"))
+  value = label_to_id(text, ('False', 'True'))
   if not is_target:
     return value
-  return {"group": _text(example["group"]), "value": value}
+  return {'group': _text(example['group']), 'value': value}
 
 
 def record(text, example=None, is_target=False):
   """Predictions stay text; targets become the list of all gold answers."""
   if not is_target:
     return _text(text)
-  return [_text(a) for a in example["answers"]]
+  return [_text(a) for a in example['answers']]

@@ -13,7 +13,7 @@ import seqio
 import tensorflow as tf
 
 
-@gin.configurable(module="hyperprompt.tasks.preprocessors")
+@gin.configurable(module='hyperprompt.tasks.preprocessors')
 def include_task_prefix(enabled: bool = True) -> bool:
   """Whether inputs start with the task's name, as in T5.
 
@@ -26,8 +26,8 @@ def include_task_prefix(enabled: bool = True) -> bool:
 def _inputs(prefix: str, fields: Sequence[tuple[str, tf.Tensor]]) -> tf.Tensor:
   parts = [prefix] if include_task_prefix() else []
   for name, text in fields:
-    parts += [f"{name}:", text]
-  return tf.strings.join(parts, separator=" ")
+    parts += [f'{name}:', text]
+  return tf.strings.join(parts, separator=' ')
 
 
 @seqio.map_over_dataset
@@ -39,19 +39,19 @@ def classification(ex, prefix: str, fields: Sequence[str],
   SST-2, MRPC, QQP, MNLI, QNLI, RTE, BoolQ, CB, COPA, WiC).
   """
   return {
-      "inputs": _inputs(prefix, [(f, ex[f]) for f in fields]),
-      "targets": tf.gather(tf.constant(label_names), ex["label"]),
+      'inputs': _inputs(prefix, [(f, ex[f]) for f in fields]),
+      'targets': tf.gather(tf.constant(label_names), ex['label']),
   }
 
 
 @seqio.map_over_dataset
 def stsb(ex):
   """STS-B: the 0-5 similarity score, rounded to the nearest 0.2, as text."""
-  score = tf.round(tf.cast(ex["label"], tf.float32) * 5.0) / 5.0
+  score = tf.round(tf.cast(ex['label'], tf.float32) * 5.0) / 5.0
   return {
-      "inputs": _inputs("stsb", [("sentence1", ex["sentence1"]),
-                                 ("sentence2", ex["sentence2"])]),
-      "targets": tf.strings.as_string(score, precision=1),
+      'inputs': _inputs('stsb', [('sentence1', ex['sentence1']),
+                                 ('sentence2', ex['sentence2'])]),
+      'targets': tf.strings.as_string(score, precision=1),
   }
 
 
@@ -63,12 +63,12 @@ def multirc(ex):
   options of one question (exact match needs all of them right).
   """
   return {
-      "inputs": _inputs("multirc", [("question", ex["question"]),
-                                    ("answer", ex["answer"]),
-                                    ("paragraph", ex["paragraph"])]),
-      "targets": tf.gather(tf.constant(["False", "True"]), ex["label"]),
-      "group": tf.strings.format(
-          "{}-{}", (ex["idx"]["paragraph"], ex["idx"]["question"])),
+      'inputs': _inputs('multirc', [('question', ex['question']),
+                                    ('answer', ex['answer']),
+                                    ('paragraph', ex['paragraph'])]),
+      'targets': tf.gather(tf.constant(['False', 'True']), ex['label']),
+      'group': tf.strings.format(
+          '{}-{}', (ex['idx']['paragraph'], ex['idx']['question'])),
   }
 
 
@@ -81,17 +81,17 @@ def record(ds: tf.data.Dataset) -> tf.data.Dataset:
   `answers` (all gold strings) for the max-over-answers metrics.
   """
   def explode(ex):
-    passage = tf.strings.regex_replace(ex["passage"], r"\s*@highlight\s*",
-                                       ". ")
-    inputs = _inputs("record", [
-        ("query", ex["query"]),
-        ("entities", tf.strings.reduce_join(ex["entities"], separator=", ")),
-        ("passage", passage)])
-    n = tf.size(ex["answers"])
+    passage = tf.strings.regex_replace(ex['passage'], r'\s*@highlight\s*',
+                                       '. ')
+    inputs = _inputs('record', [
+        ('query', ex['query']),
+        ('entities', tf.strings.reduce_join(ex['entities'], separator=', ')),
+        ('passage', passage)])
+    n = tf.size(ex['answers'])
     return tf.data.Dataset.from_tensors({
-        "inputs": tf.fill([n], inputs),
-        "targets": ex["answers"],
-        "answers": tf.repeat(ex["answers"][tf.newaxis], n, axis=0),
+        'inputs': tf.fill([n], inputs),
+        'targets': ex['answers'],
+        'answers': tf.repeat(ex['answers'][tf.newaxis], n, axis=0),
     }).unbatch()
   return ds.flat_map(explode)
 
@@ -100,7 +100,7 @@ def _mark_span(words: tf.Tensor, start: tf.Tensor, span_text: tf.Tensor,
                mark: str) -> tf.Tensor:
   """Wraps words[start : start + len(span_text words)] in `mark`."""
   last_index = tf.size(words) - 1
-  length = tf.size(tf.strings.split(span_text, " "))
+  length = tf.size(tf.strings.split(span_text, ' '))
   first = tf.clip_by_value(start, 0, last_index)
   last = tf.clip_by_value(start + length - 1, first, last_index)
   words = tf.tensor_scatter_nd_update(
@@ -116,15 +116,15 @@ def wsc(ex):
 
   Span indices are word offsets into the space-split text, as in TFDS.
   """
-  words = tf.strings.split(ex["text"], " ")
-  words = _mark_span(words, tf.cast(ex["span1_index"], tf.int32),
-                     ex["span1_text"], "#")
-  words = _mark_span(words, tf.cast(ex["span2_index"], tf.int32),
-                     ex["span2_text"], "*")
+  words = tf.strings.split(ex['text'], ' ')
+  words = _mark_span(words, tf.cast(ex['span1_index'], tf.int32),
+                     ex['span1_text'], '#')
+  words = _mark_span(words, tf.cast(ex['span2_index'], tf.int32),
+                     ex['span2_text'], '*')
   return {
-      "inputs": _inputs("wsc", [("text", tf.strings.reduce_join(
-          words, separator=" "))]),
-      "targets": tf.gather(tf.constant(["False", "True"]), ex["label"]),
+      'inputs': _inputs('wsc', [('text', tf.strings.reduce_join(
+          words, separator=' '))]),
+      'targets': tf.gather(tf.constant(['False', 'True']), ex['label']),
   }
 
 
@@ -135,4 +135,4 @@ def add_task_id(ex, task_id: int):
   A length-1 sequence rather than a scalar, because seqio's Evaluator (which
   t5x uses too) measures every output feature's length as `shape[0]`.
   """
-  return {**ex, "task_id": tf.constant([task_id], tf.int32)}
+  return {**ex, 'task_id': tf.constant([task_id], tf.int32)}

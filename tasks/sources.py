@@ -16,11 +16,11 @@ import seqio
 import tensorflow as tf
 
 
-@gin.configurable(module="hyperprompt.tasks.sources")
+@gin.configurable(module='hyperprompt.tasks.sources')
 def local_data_dirs(glue: Optional[str] = None,
                     super_glue: Optional[str] = None) -> dict:
   """Folders of the unpacked GLUE/SuperGLUE releases; None means use TFDS."""
-  return {"glue": glue, "super_glue": super_glue}
+  return {'glue': glue, 'super_glue': super_glue}
 
 
 class BenchmarkSource(seqio.DataSource):
@@ -51,10 +51,10 @@ class BenchmarkSource(seqio.DataSource):
 
   def _tfds_failed(self, split: str, error: Exception) -> RuntimeError:
     return RuntimeError(
-        f"TFDS cannot provide {self._tfds_name} split {split!r} "
+        f'TFDS cannot provide {self._tfds_name} split {split!r} '
         f"({type(error).__name__}: {' '.join(str(error).split())[:200]}). "
-        f"Without network access, unpack the {self._benchmark} release and "
-        f"set --gin.hyperprompt.tasks.sources.local_data_dirs.{self._benchmark}"
+        f'Without network access, unpack the {self._benchmark} release and '
+        f'set --gin.hyperprompt.tasks.sources.local_data_dirs.{self._benchmark}'
         '=\\"/path/to/it\\" (hyperprompt/tasks/sources.py).')
 
   def list_shards(self, split: str):
@@ -65,10 +65,10 @@ class BenchmarkSource(seqio.DataSource):
     except Exception as e:  # pylint: disable=broad-except
       raise self._tfds_failed(split, e) from e
     if not shards:
-      raise self._tfds_failed(split, ValueError("no files for the split"))
+      raise self._tfds_failed(split, ValueError('no files for the split'))
     return shards
 
-  def get_dataset(self, split: str = "train", shuffle: bool = True,
+  def get_dataset(self, split: str = 'train', shuffle: bool = True,
                   seed: Optional[int] = None,
                   shard_info: Optional[seqio.ShardInfo] = None, *,
                   sequence_length=None, use_cached=False, num_epochs=1):

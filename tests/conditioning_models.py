@@ -32,12 +32,12 @@ CONDITIONERS = {
     'prompt_tuning': lambda: prompt_tuning.PromptTuning(
         NUM_TASKS, prompt_length=4),
     'prefix_tuning': lambda: prefix_tuning.PrefixTuning(
-        NUM_TASKS, prefix_length=3, prompt_dim=6, hidden_dim=10,
+        NUM_TASKS, prompt_length=3, prompt_dim=6, hidden_dim=10,
         cross_attention=True),
     'adapters': lambda: adapters.Adapters(NUM_TASKS, bottleneck=4),
     'hyperformer': lambda: hyperformer.HyperFormer(
         NUM_TASKS, bottleneck=4, task_embed_dim=6, projector_hidden_dim=8,
-        projected_dim=5),
+        layer_task_dim=5),
 }
 
 

@@ -229,7 +229,7 @@ def test_gin_search_paths_are_comma_separated_like_t5x(tmp_path):
       f'--gin_search_paths={first},{second}', '--gin_file=my_data.gin',
       '--gin.NUM_TASKS=9'])
   assert args.gin_search_paths == [str(first), str(second)]
-  gin_cli.load(args.gin_file, bindings, args.gin_search_paths)
+  gin_cli.parse_gin(args.gin_file, bindings, args.gin_search_paths)
   assert gin.query_parameter('%MIXTURE_OR_TASK_NAME') == 'hp_synthetic'
 
 

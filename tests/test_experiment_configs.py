@@ -29,7 +29,8 @@ def test_paper_run(run, conditioner):
   mixture, emb_dim = RUNS[run]
   q = gin.query_parameter
   assert q('%MIXTURE_OR_TASK_NAME') == mixture
-  assert q('%NUM_TASKS') == len(tasks.task_vocabulary(mixture)) == 8
+  assert gin_cli.transformer().conditioner.num_tasks == len(
+      tasks.task_vocabulary(mixture)) == 8
   # The paper: a checkpoint and an evaluation every 2000 steps.
   assert q('%CHECKPOINT_PERIOD') == q('%EVAL_PERIOD') == 2000
   # Starts from Google's T5.1.1 checkpoint of the same size.
@@ -69,7 +70,7 @@ def test_conditioning_only_refuses_the_none_conditioner():
 
 def test_study_knobs_compose_with_every_conditioner():
   for conditioner in CONDITIONERS:
-    gin_cli.load(['models/sizes/tiny.gin',
+    gin_cli.parse_gin(['models/sizes/tiny.gin',
                   f'models/conditioners/{conditioner}.gin',
                   'experiments/synthetic_small.gin'], ['NUM_TASKS = 9'])
     module = gin_cli.transformer()

@@ -31,7 +31,7 @@ NUM_TASKS = 3
 
 def _model(placement='both', **config):
   conditioner = prefix_tuning.PrefixTuning(
-      NUM_TASKS, prefix_length=2, prompt_dim=4, hidden_dim=6,
+      NUM_TASKS, prompt_length=2, prompt_dim=4, hidden_dim=6,
       placement=placement)
   vocabulary = seqio.PassThroughVocabulary(tiny_model.VOCAB_SIZE, eos_id=1)
   module = network.Transformer(tiny_model.tiny_config(**config), conditioner)

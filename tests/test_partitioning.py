@@ -43,6 +43,25 @@ def test_logical_rules_map_model_axes_and_replicate_unknown_names():
   assert _spec(part, ('mlp', 'mlp'), (4, 6)) == P('model', None)
 
 
+def test_every_conditioner_axis_name_has_a_rule():
+  """Each logical name a conditioner's parameters use is in the rules (the
+  conditioning/axes.py table or the backbone's), not left to the fallback."""
+  sys.path.insert(0, TESTS)
+  import conditioning_models  # pylint: disable=g-import-not-at-top
+  from hyperprompt.network import Transformer  # pylint: disable=g-import-not-at-top
+  ruled = {name for name, _ in partitioning.LOGICAL_AXIS_RULES}
+  tokens = np.ones((1, 4), np.int32)
+  used = set()
+  for make in conditioning_models.CONDITIONERS.values():
+    module = Transformer(conditioning_models.CONFIG, make())
+    axes = jax.eval_shape(lambda m=module: m.init(
+        jax.random.PRNGKey(0), tokens, tokens, tokens, np.zeros(1, np.int32),
+        enable_dropout=False))['params_axes']['conditioner']
+    used |= {name for spec in jax.tree.leaves(
+        axes, is_leaf=lambda x: hasattr(x, 'names')) for name in spec.names}
+  assert used and used <= ruled, sorted(used - ruled)
+
+
 def test_adafactor_factored_moments_follow_their_parameter():
   part = partitioning.Partitioner(devices=[jax.devices()[0]])
   import flax.linen as nn  # pylint: disable=g-import-not-at-top

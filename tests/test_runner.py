@@ -21,7 +21,9 @@ def test_run_files_resolve_and_bindings_override():
                   'models/conditioners/hyperprompt_global.gin',
                   'runs/demo.gin'], ['TRAIN_STEPS=7', 'MODEL_DIR="/tmp/x"'])
   assert gin.query_parameter('%TRAIN_STEPS') == 7
-  assert gin.query_parameter('%NUM_TASKS') == 9
+  # NUM_TASKS is derived from the mixture (hp_synthetic, 9 tasks).
+  assert gin.query_parameter('hyperprompt.HyperPromptGlobal.num_tasks'
+                             ).scoped_configurable_fn() == 9
   gin.clear_config()
 
 

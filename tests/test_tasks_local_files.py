@@ -45,7 +45,7 @@ def data_dirs(tmp_path):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
   with gin.unlock_config():
-    gin.bind_parameter("hyperprompt.tasks.text_vocab.text_vocabulary."
+    gin.bind_parameter("hyperprompt.tasks.tokenizer.text_vocabulary."
                        "vocabulary", seqio.ByteVocabulary())
     gin.bind_parameter("hyperprompt.tasks.sources.local_data_dirs.glue",
                        str(glue))
@@ -160,7 +160,7 @@ def test_tfds_failure_names_the_gin_parameter_for_local_files(monkeypatch):
 
 
 def test_unreadable_sentencepiece_model_names_the_gin_parameter(tmp_path):
-  from hyperprompt.tasks import text_vocab  # pylint: disable=g-import-not-at-top
+  from hyperprompt.tasks import tokenizer  # pylint: disable=g-import-not-at-top
   with pytest.raises(OSError, match=f"SentencePiece model {tmp_path}/none"
                      ".*text_vocabulary.sentencepiece_path="):
-    text_vocab.text_vocabulary(sentencepiece_path=str(tmp_path / "none"))
+    tokenizer.text_vocabulary(sentencepiece_path=str(tmp_path / "none"))

@@ -26,7 +26,7 @@ SPM = os.path.join(os.path.dirname(seqio.__file__), "test_data",
 def small_vocabulary():
   vocabulary = seqio.SentencePieceVocabulary(SPM)
   with gin.unlock_config():
-    gin.bind_parameter("hyperprompt.tasks.text_vocab.text_vocabulary."
+    gin.bind_parameter("hyperprompt.tasks.tokenizer.text_vocabulary."
                        "vocabulary", vocabulary)
   with tfds.testing.mock_data(num_examples=8):
     yield vocabulary

@@ -38,13 +38,13 @@ class HyperFormer(Conditioner):
     bottleneck: r, the generated adapters' inner width.
     task_embed_dim: t', width of the task, layer and position embeddings.
     projector_hidden_dim: hidden width of the task projector.
-    projected_dim: t, width of the projected embedding I.
+    layer_task_dim: t, width of the projected embedding I.
     placement: 'encoder', 'decoder' or 'both'.
   """
   bottleneck: int = 64
   task_embed_dim: int = 64
   projector_hidden_dim: int = 128
-  projected_dim: int = 64
+  layer_task_dim: int = 64
   placement: str = 'both'
 
   @nn.compact
@@ -67,11 +67,11 @@ class HyperFormer(Conditioner):
         jnp.broadcast_to(layer[None], (num_tasks, num_layers, t_prime)),
         jnp.broadcast_to(position[None], (num_tasks, num_layers, t_prime)),
     ], axis=-1)
-    projected = Mlp(self.projector_hidden_dim, self.projected_dim,
+    projected = Mlp(self.projector_hidden_dim, self.layer_task_dim,
                     axes=('task_embed', 'mlp', 'layer_task_embed'),
                     name='task_projector')(inputs)
 
-    t, d, r = self.projected_dim, config.emb_dim, self.bottleneck
+    t, d, r = self.layer_task_dim, config.emb_dim, self.bottleneck
     normal = lambda scale: nn.initializers.normal(scale * t**-0.5)
     outputs = {
         'down': ((d, r), normal(d**-0.5)),

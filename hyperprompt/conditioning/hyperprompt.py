@@ -28,9 +28,9 @@ to the activation dtype.
 
 Global never materialises its generated D for every task and site:
 `P_tau @ D = P_tau @ (I @ H_D)` is computed as `I @ (P_tau @ H_D)`, where
-`P_tau @ H_D` [l, t, b] is once per task rather than once per task and site.
-That halves the conditioner's FLOPs and drops the [T, M, d, b] tensor (and
-the transposed copy XLA made of it for the batched matmul).
+`P_tau @ H_D` [l, t, b] is once per task rather than once per task and site,
+so the conditioner never holds a [T, M, d, b] tensor and does about half the
+FLOPs (bench/ours.py counts them).
 
 Defaults (this project's own; the paper's l, b, t, t' were not recovered):
 l = 16, b = 32, t = 28, t' = 32. At T5.1.1-XXL with 8 tasks, Global's cost is
@@ -144,7 +144,6 @@ class _LearnedLocalHyperPrompt(HyperPrompt):
 
 class HyperPromptShare(_LearnedLocalHyperPrompt):
   """Local hypernetworks per site, shared by all tasks (METHOD.md 2)."""
-  per_task = False
 
 
 class HyperPromptSep(_LearnedLocalHyperPrompt):

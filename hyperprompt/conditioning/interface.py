@@ -110,6 +110,24 @@ def stack_layers(per_layer: Tuple[LayerConditioning, ...]
   return jax.tree.map(lambda *xs: jnp.stack(xs), *per_layer)
 
 
+def require_task_ids(conditioner: Optional['Conditioner'],
+                     task_ids: Optional[Array]) -> Optional[Array]:
+  """`task_ids` for a conditioned network, None for a plain one.
+
+  Raises when a conditioner has no task ids to condition on: the one place
+  this error is raised, for host batches and traced calls alike.
+  """
+  if conditioner is None:
+    return None
+  if task_ids is None:
+    raise ValueError(
+        f'This model is task-conditioned ({type(conditioner).__name__} over '
+        f'{conditioner.num_tasks} tasks) but got no `task_ids`. Feed data '
+        'through hyperprompt.feature_converter.TaskConditionedFeatureConverter'
+        ' from a hyperprompt.tasks task or mixture, which adds them.')
+  return task_ids
+
+
 class Conditioner(nn.Module):
   """Base of every conditioning method.
 

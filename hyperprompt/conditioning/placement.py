@@ -22,6 +22,8 @@ from hyperprompt.conditioning.interface import (Conditioning,
 from hyperprompt.config import T5Config
 
 PLACEMENTS = ('encoder', 'decoder', 'both')
+# Every (stack, kind) of prompted attention, in site order.
+SITE_KINDS = (('encoder', 'self'), ('decoder', 'self'), ('decoder', 'cross'))
 
 
 class Site(NamedTuple):

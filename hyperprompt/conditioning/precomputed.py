@@ -36,8 +36,8 @@ from hyperprompt.conditioning.interface import Conditioner, Conditioning
 from hyperprompt.config import T5Config
 from hyperprompt.layers import param_with_axes
 
-GROUPS = (('encoder', 'self'), ('decoder', 'self'), ('decoder', 'cross'))
-NAMES = tuple(f'{stack}_{kind}_{part}' for stack, kind in GROUPS
+NAMES = tuple(f'{stack}_{kind}_{part}'
+              for stack, kind in placement_lib.SITE_KINDS
               for part in ('key', 'value'))
 AXES = ('tasks', 'prompt_sites', 'prompt_length', 'heads', 'kv')
 TASK_NAMES = 'task_names'
@@ -57,7 +57,7 @@ def stack_prefixes(conditioning: Conditioning) -> Dict[str, np.ndarray]:
         'key/value prefixes; only prefix-producing conditioners (HyperPrompt, '
         'PrefixTuning, Precomputed) can be exported.')
   arrays = {}
-  for stack, kind in GROUPS:
+  for stack, kind in placement_lib.SITE_KINDS:
     layers = getattr(conditioning, stack)
     prefixes = [getattr(layer, f'{kind}_prefix') for layer in layers]
     present = [p is not None for p in prefixes]
@@ -188,7 +188,7 @@ class Precomputed(Conditioner):
     _check_shapes({n: p.shape for n, p in prefixes.items()}, config,
                   self.num_tasks, source)
     sites, keys, values = [], [], []
-    for stack, kind in GROUPS:
+    for stack, kind in placement_lib.SITE_KINDS:
       if f'{stack}_{kind}_key' not in prefixes:
         continue
       for part, out in (('key', keys), ('value', values)):

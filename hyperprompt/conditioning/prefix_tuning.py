@@ -32,13 +32,13 @@ class PrefixTuning(Conditioner):
   """Per-task prefixes `MLP(P')`.
 
   Attributes:
-    prefix_length: l, prefix vectors per prompted attention.
+    prompt_length: l, prefix vectors per prompted attention.
     prompt_dim: k, width of the small per-task matrix P'.
     hidden_dim: hidden width of the reparametrisation MLP.
     placement: 'encoder', 'decoder' or 'both'.
     cross_attention: also prefix every decoder cross-attention.
   """
-  prefix_length: int = 16
+  prompt_length: int = 16
   prompt_dim: int = 512
   hidden_dim: int = 512
   placement: str = 'both'
@@ -53,13 +53,13 @@ class PrefixTuning(Conditioner):
     num_sites = len(sites)
     small = param_with_axes(
         'prefix_embedding', nn.initializers.normal(1.0),
-        (self.num_tasks, self.prefix_length, self.prompt_dim), jnp.float32,
+        (self.num_tasks, self.prompt_length, self.prompt_dim), jnp.float32,
         axes=('tasks', 'prompt_length', 'prefix_embed'))
     mlp = Mlp(self.hidden_dim, 2 * num_sites * config.joined_kv,
               axes=('prefix_embed', 'mlp', 'joined_kv'),
               activation=jnp.tanh, name='reparametrization')
     # [T, l, k] -> [T, l, 2 * M * h * d_h] -> [2, T, M, l, h, d_h]
-    full = mlp(small).reshape(self.num_tasks, self.prefix_length, 2,
+    full = mlp(small).reshape(self.num_tasks, self.prompt_length, 2,
                               num_sites, config.num_heads, config.head_dim)
     full = full.transpose(2, 0, 3, 1, 4, 5)
     # Gather the batch's tasks: [T, M, ...] -> [batch, M, l, h, d_h]

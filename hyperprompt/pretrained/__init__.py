@@ -55,7 +55,7 @@ def detect_format(path: epath.PathLike) -> str:
   raise ValueError(
       f'{str(path)!r} is not a checkpoint this project reads: expected a '
       'Hugging Face T5 directory (config.json), an orbax PyTree directory '
-      "(_METADATA, possibly under state/, params/ or default/) or a t5x "
+      '(_METADATA, possibly under state/, params/ or default/) or a t5x '
       "checkpoint directory (a msgpack 'checkpoint' file).")
 
 

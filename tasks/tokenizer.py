@@ -8,7 +8,7 @@ and nothing is loaded (T5's SentencePiece model lives on GCS) until a dataset
 is actually tokenized or decoded.
 
     # gin: any seqio vocabulary, e.g. for tests
-    hyperprompt.tasks.text_vocab.text_vocabulary.vocabulary = @seqio.ByteVocabulary()
+    hyperprompt.tasks.tokenizer.text_vocabulary.vocabulary = @seqio.ByteVocabulary()
 """
 import functools
 from typing import Optional
@@ -16,7 +16,7 @@ from typing import Optional
 import gin
 import seqio
 
-T5_SENTENCEPIECE_PATH = "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model"
+T5_SENTENCEPIECE_PATH = 'gs://t5-data/vocabs/cc_all.32000/sentencepiece.model'
 T5_EXTRA_IDS = 100  # T5's sentinel tokens; 32000 + 100 = 32100 ids.
 
 
@@ -29,15 +29,15 @@ def _sentencepiece(path: str, extra_ids: int) -> seqio.SentencePieceVocabulary:
     vocabulary.vocab_size  # pylint: disable=pointless-statement
   except Exception as e:  # pylint: disable=broad-except
     raise OSError(
-        f"Cannot read the SentencePiece model {path} ({type(e).__name__}: "
+        f'Cannot read the SentencePiece model {path} ({type(e).__name__}: '
         f"{' '.join(str(e).split())[:200]}). Without network access, copy "
-        "it to a local file and set --gin.hyperprompt.tasks.text_vocab."
+        'it to a local file and set --gin.hyperprompt.tasks.tokenizer.'
         'text_vocabulary.sentencepiece_path=\\"/path/to/sentencepiece.model\\".'
     ) from e
   return vocabulary
 
 
-@gin.configurable(module="hyperprompt.tasks.text_vocab")
+@gin.configurable(module='hyperprompt.tasks.tokenizer')
 def text_vocabulary(
     vocabulary: Optional[seqio.Vocabulary] = None,
     sentencepiece_path: str = T5_SENTENCEPIECE_PATH,

@@ -1,0 +1,33 @@
+"""The conditioners' logical axis names, in one table.
+
+Every conditioner parameter is created with logical axis names
+(`param_with_axes`). Names it shares with the backbone ('embed', 'joined_kv',
+'mlp', 'heads', 'kv') follow the backbone's rules; the names below are the
+conditioners' own. From this table come both our partitioner's rules
+(partitioning.LOGICAL_AXIS_RULES) and the t5x bridge's partitioning and
+Adafactor factor rules, so a new name is added here once.
+
+Each name maps to its Adafactor factorisation: 'row'/'column' mark the two
+dimensions a factored second moment keeps (t5x factors a parameter only when
+it has both); 'batch' dimensions index independent matrices (tasks, prompted
+sites, adapted layers) that are never averaged together; 'none' dimensions
+are neither. Over the mesh, every one of them is replicated: conditioner
+parameters are small next to the backbone.
+"""
+from typing import Dict
+
+FACTOR_RULES: Dict[str, str] = {
+    'tasks': 'batch',
+    'prompt_sites': 'batch',
+    'adapted_layers': 'batch',
+    'prompt_length': 'none',
+    'adapter_positions': 'batch',
+    'task_embed': 'none',
+    'layer_task_hidden': 'none',
+    'layer_task_embed': 'row',
+    'hyper_generated': 'column',
+    'hyper_bottleneck': 'column',
+    'prefix_embed': 'row',
+    'adapter_bottleneck': 'column',
+}
+NAMES = tuple(FACTOR_RULES)
