@@ -29,6 +29,7 @@ import numpy as np
 import seqio
 
 from bench import machine
+from bench import markdown_section
 from hyperprompt import checkpoints
 from hyperprompt import data
 from hyperprompt import trainer
@@ -183,17 +184,8 @@ def section() -> str:
 def write_section(results: dict) -> str:
   """Puts the section into BENCHMARKS.md between its markers (or at the
   end); returns it."""
-  path = os.path.join(ROOT, 'BENCHMARKS.md')
-  with open(path) as f:
-    text = f.read()
   section_text = markdown(results)
-  if BEGIN in text and END in text:
-    text = text[:text.index(BEGIN)] + section_text + text[
-        text.index(END) + len(END):]
-  else:
-    text = text.rstrip('\n') + '\n\n' + section_text + '\n'
-  with open(path, 'w') as f:
-    f.write(text)
+  markdown_section.replace(section_text, BEGIN, END)
   return section_text
 
 

@@ -28,6 +28,8 @@ import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
+from bench import markdown_section
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, 'bench', 'scale.json')
 BEGIN, END = '<!-- scale:begin -->', '<!-- scale:end -->'
@@ -282,18 +284,8 @@ def markdown(cells: List[dict]) -> str:
 
 def write_section(cells: List[dict]) -> str:
   """Puts the table into BENCHMARKS.md between the markers (or at the end)."""
-  path = os.path.join(ROOT, 'BENCHMARKS.md')
-  with open(path) as f:
-    text = f.read()
-  section = markdown(cells)
-  if BEGIN in text and END in text:
-    text = text[:text.index(BEGIN)] + section + text[
-        text.index(END) + len(END):]
-  else:
-    text = text.rstrip('\n') + '\n\n' + section + '\n'
-  with open(path, 'w') as f:
-    f.write(text)
-  return path
+  markdown_section.replace(markdown(cells), BEGIN, END)
+  return markdown_section.BENCHMARKS_MD
 
 
 def section() -> str:
