@@ -112,8 +112,13 @@ MESH_SCRIPT = textwrap.dedent('''
         devices=jax.devices()[:1]), batches)
     mesh = train_loop.losses(partitioning.Partitioner(num_partitions=2),
                              batches)
-    print('LOSSES', one, mesh)
+    # 2-D parameter partitioning (FSDP over 'data') on the same mesh.
+    two_d = train_loop.losses(partitioning.Partitioner(
+        num_partitions=2, parameter_partitioning_dims=2), batches)
+    print('LOSSES', one, mesh, two_d)
     np.testing.assert_allclose(mesh, one, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(two_d, mesh, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(two_d, one, rtol=1e-5, atol=1e-5)
     assert dict(partitioning.Partitioner(num_partitions=2).mesh.shape) == {{
         'data': 4, 'model': 2}}
     print('OK')
@@ -128,10 +133,10 @@ def _run(script, env_extra, timeout=240):
                           text=True)
 
 
-def test_4x2_mesh_trains_like_one_device():
+def test_4x2_mesh_1d_and_2d_train_like_one_device():
   proc = _run(MESH_SCRIPT.format(tests=TESTS),
               {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})
-  out, _ = proc.communicate(timeout=300)
+  out, _ = proc.communicate(timeout=600)
   assert proc.returncode == 0 and 'OK' in out, out[-4000:]
 
 
