@@ -29,7 +29,7 @@ DEFAULT_OUT = os.path.join(ROOT, 'bench', 'memory.json')
 
 # (conditioner, what trains): full and conditioning-only for each method
 # that has a conditioning-only row in the timed benchmark.
-ROWS = (('vanilla', 'all'),
+ROWS = (('none', 'all'),
         ('prefix_tuning', 'all'), ('prefix_tuning', 'conditioning'),
         ('prefix_tuning_decoder', 'conditioning'),
         ('hyperprompt_global', 'all'), ('hyperprompt_global', 'conditioning'))

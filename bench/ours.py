@@ -6,9 +6,8 @@ The state and step are built by `train_state`, as `runner.train` builds them
 XLA's backend-compile event, so "no recompilation after the first step" is
 measured, not assumed.
 """
-import functools
 import time
-from typing import Callable, Dict, Optional
+from typing import Dict, Tuple
 
 import jax
 import numpy as np
@@ -23,24 +22,40 @@ from hyperprompt import train_state
 from hyperprompt import trainer
 from hyperprompt.conditioning import (adapters, hyperformer, hyperprompt,
                                       none, placement, prefix_tuning,
-                                      prompt_tuning)
+                                      prompt_tuning, registry)
 from hyperprompt.config import T5Config
 
-# Name -> conditioner factory (num_tasks -> Conditioner or None), with each
-# method's defaults. HyperPrompt and prefix tuning use l = 16.
-CONDITIONERS: Dict[str, Callable] = {
-    'vanilla': none.NoConditioning,
-    'hyperprompt_share': hyperprompt.HyperPromptShare,
-    'hyperprompt_sep': hyperprompt.HyperPromptSep,
-    'hyperprompt_global': hyperprompt.HyperPromptGlobal,
-    'prompt_tuning': prompt_tuning.PromptTuning,
-    'prefix_tuning': prefix_tuning.PrefixTuning,
-    # PEFT's placement: decoder self-attention only.
-    'prefix_tuning_decoder': functools.partial(prefix_tuning.PrefixTuning,
-                                               placement='decoder'),
-    'adapters': adapters.Adapters,
-    'hyperformer': hyperformer.HyperFormer,
+# Benchmark rows beyond the methods of gin/models/conditioners/ (each with
+# its code defaults; HyperPrompt and prefix tuning use l = 16): a method with
+# other settings, as (method, overrides, what differs, for tables).
+VARIANTS = {
+    'prefix_tuning_decoder': ('prefix_tuning', {'placement': 'decoder'},
+                              "decoder self-attention only (PEFT's "
+                              'placement)'),
 }
+
+
+def conditioner_names() -> Tuple[str, ...]:
+  """Every conditioner the benchmarks run: the methods that learn their
+  conditioning (conditioning.registry), then VARIANTS."""
+  return registry.names(learned=True) + tuple(VARIANTS)
+
+
+def make_conditioner(name: str, num_tasks: int):
+  """The Conditioner of `name`, a registry method or one of VARIANTS."""
+  if name in VARIANTS:
+    method, overrides, _ = VARIANTS[name]
+    return registry.conditioner(method, num_tasks, **overrides)
+  return registry.conditioner(name, num_tasks)
+
+
+def display_name(name: str) -> str:
+  """How tables and charts name conditioner `name`."""
+  if name in VARIANTS:
+    method, _, what = VARIANTS[name]
+    return f'{registry.display_name(method)}, {what}'
+  return registry.display_name(name)
+
 
 # Decoding never stops at an end-of-sequence token, like `min_new_tokens` in
 # transformers' generate: both sides decode exactly the same number of tokens.
@@ -134,10 +149,10 @@ def state_bytes(state) -> Dict[str, int]:
 
 
 def build_model(cfg: T5Config, conditioner_name: str, num_tasks: int):
-  if conditioner_name not in CONDITIONERS:
+  if conditioner_name not in conditioner_names():
     raise ValueError(f'Unknown conditioner {conditioner_name!r}; choose from '
-                     f'{sorted(CONDITIONERS)}.')
-  conditioner = CONDITIONERS[conditioner_name](num_tasks)
+                     f'{", ".join(conditioner_names())}.')
+  conditioner = make_conditioner(conditioner_name, num_tasks)
   vocabulary = seqio.PassThroughVocabulary(cfg.vocab_size, eos_id=NO_EOS)
   module = network.Transformer(cfg, conditioner)
   return models.EncoderDecoderModel(module, vocabulary, vocabulary), \

@@ -55,10 +55,10 @@ def table():
     cfg = workload.t5_config(size)
     backbone = params_lib.parameter_counts(cfg, None)['backbone']
     for num_tasks in TASK_COUNTS:
-      for name, factory in ours.CONDITIONERS.items():
-        if name == 'vanilla':
+      for name in ours.conditioner_names():
+        if name == 'none':
           continue
-        conditioner = factory(num_tasks)
+        conditioner = ours.make_conditioner(name, num_tasks)
         count = _conditioner_count(cfg, conditioner)
         rows.append({
             'size': size, 'tasks': num_tasks, 'conditioner': name,

@@ -151,7 +151,7 @@ def _print(result):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--shape', default='small')
-  parser.add_argument('--conditioner', default='vanilla')
+  parser.add_argument('--conditioner', default='none')
   parser.add_argument('--dtype', default='float32')
   parser.add_argument('--dropout_rate', type=float, default=0.1)
   parser.add_argument('--decode', action='store_true',

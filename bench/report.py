@@ -8,22 +8,10 @@ import json
 import os
 from typing import Dict, List, Optional
 
+from bench import ours
 from bench import resume
 from bench import scale
 from bench import workload
-
-LABELS = {
-    'vanilla': 'Vanilla T5 (multi-task)',
-    'hyperprompt_share': 'HyperPrompt-Share',
-    'hyperprompt_sep': 'HyperPrompt-Sep',
-    'hyperprompt_global': 'HyperPrompt-Global',
-    'prompt_tuning': 'Prompt tuning (p=100)',
-    'prefix_tuning': 'Prefix tuning',
-    'prefix_tuning_decoder': 'Prefix tuning, decoder self-attention only '
-                             "(PEFT's placement)",
-    'adapters': 'Adapters',
-    'hyperformer': 'HyperFormer++',
-}
 
 # The issue's targets: (key, description, threshold, higher is better).
 TARGETS = (
@@ -33,7 +21,7 @@ TARGETS = (
      True),
     ('speedup_bf16', 'bf16 training tokens/s vs transformers bf16 autocast',
      1.0, True),
-    ('global_overhead', 'HyperPrompt-Global step time over vanilla (l=16)',
+    ('global_overhead', 'HyperPrompt-Global step time over none (l=16)',
      1.05, False),
     ('decode_speedup', 'greedy decoding tokens/s vs transformers generate',
      3.0, True),
@@ -101,8 +89,8 @@ def summary(results: dict, shape: str) -> Dict[str, Optional[float]]:
   tps = lambda r: _tokens(r['job']) / r['result']['step_seconds'] if r \
       else None
   ratio = lambda a, b: a / b if a and b else None
-  vanilla = get(job='ours_train', conditioner='vanilla', dtype='float32')
-  vanilla16 = get(job='ours_train', conditioner='vanilla', dtype='bfloat16')
+  plain = get(job='ours_train', conditioner='none', dtype='float32')
+  plain16 = get(job='ours_train', conditioner='none', dtype='bfloat16')
   glob = get(job='ours_train', conditioner='hyperprompt_global',
              dtype='float32')
   hf32 = get(job='hf_train', precision='float32', peft_prefix=0)
@@ -113,7 +101,7 @@ def summary(results: dict, shape: str) -> Dict[str, Optional[float]]:
                r['job'].get('peft_prefix')), None)
   glob_cond = get(job='ours_train', conditioner='hyperprompt_global',
                   train_params='conditioning')
-  dec = get(job='ours_decode', conditioner='vanilla')
+  dec = get(job='ours_decode', conditioner='none')
   gen = get(job='hf_generate')
   dtps = lambda r: (r['job']['batch_shape'][0] *
                     r['result']['generated_length'] /
@@ -123,14 +111,14 @@ def summary(results: dict, shape: str) -> Dict[str, Optional[float]]:
                                 r['result'].get('compiles_after_first_call'))
                 for r in ours if r['job']['job'] != 'ours_profile']
   return {
-      'speedup_f32': ratio(tps(vanilla), tps(hf32)),
-      'mfu_f32': (vanilla['result']['analytic_flops'] /
-                  vanilla['result']['step_seconds'] / peak)
-                 if vanilla else None,
-      'speedup_bf16': ratio(max(tps(vanilla16) or 0, tps(vanilla) or 0),
+      'speedup_f32': ratio(tps(plain), tps(hf32)),
+      'mfu_f32': (plain['result']['analytic_flops'] /
+                  plain['result']['step_seconds'] / peak)
+                 if plain else None,
+      'speedup_bf16': ratio(max(tps(plain16) or 0, tps(plain) or 0),
                             tps(hf16)),
       'global_overhead': ratio(glob and glob['result']['step_seconds'],
-                               vanilla and vanilla['result']['step_seconds']),
+                               plain and plain['result']['step_seconds']),
       'decode_speedup': ratio(dtps(dec), dtps(gen)),
       'peft_speedup': ratio(tps(peft_ours), tps(peft)),
       'global_conditioning': ratio(
@@ -151,13 +139,13 @@ def _training_table(results, shape) -> List[str]:
   runs = [r for r in _ok(results['runs']) if r['job'].get('shape') == shape
           and r['job']['job'] in ('ours_train', 'hf_train')]
   peak = _machine(results)['xla_peak']['float32']
-  vanilla = _find(results['runs'], shape=shape, job='ours_train',
-                  conditioner='vanilla', dtype='float32')
-  base_flops = vanilla['result']['analytic_flops'] if vanilla else None
-  base_time = vanilla['result']['step_seconds'] if vanilla else None
+  plain = _find(results['runs'], shape=shape, job='ours_train',
+                conditioner='none', dtype='float32')
+  base_flops = plain['result']['analytic_flops'] if plain else None
+  base_time = plain['result']['step_seconds'] if plain else None
   lines = [
       '| system | precision | trains | step (ms) | tokens/s | MFU (f32 peak)'
-      ' | step time vs vanilla | FLOPs vs vanilla | peak RSS (MiB) | '
+      ' | step time vs none | FLOPs vs none | peak RSS (MiB) | '
       'XLA temp (MiB) | compile (s) | load |',
       '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
@@ -168,7 +156,7 @@ def _training_table(results, shape) -> List[str]:
     flops = (res.get('analytic_flops') if job['job'] == 'ours_train'
              else _peer_flops(job))
     if job['job'] == 'ours_train':
-      name = 'ours: ' + LABELS[job['conditioner']] + _variant(job)
+      name = 'ours: ' + ours.display_name(job['conditioner']) + _variant(job)
       precision = job['dtype']
       trains = ('conditioner only' if job.get('train_params') ==
                 'conditioning' else 'all')
@@ -206,19 +194,19 @@ def _peer_params(results, shape) -> List[str]:
   """The transformers baseline's parameter count against ours."""
   hf = _find(results['runs'], shape=shape, job='hf_train',
              precision='float32', peft_prefix=0)
-  vanilla = _find(results['runs'], shape=shape, job='ours_train',
-                  conditioner='vanilla', dtype='float32')
-  if not (hf and vanilla):
+  plain = _find(results['runs'], shape=shape, job='ours_train',
+                conditioner='none', dtype='float32')
+  if not (hf and plain):
     return []
   theirs = hf['result'].get('total_params', hf['result']['trainable_params'])
-  ours = vanilla['result']['params']
-  same = ('equal' if theirs == ours else
-          f'{ours - theirs:+,} for ours' + (
+  mine = plain['result']['params']
+  same = ('equal' if theirs == mine else
+          f'{mine - theirs:+,} for ours' + (
               " (in this run transformers tied lm_head to the embedding; "
               'bench/peers.py now unties it)' if 'total_params' not in
               hf['result'] else ''))
-  return [f'- Parameters: transformers T5 {theirs:,}, ours (vanilla) '
-          f'{ours:,}: {same}.']
+  return [f'- Parameters: transformers T5 {theirs:,}, ours (none) '
+          f'{mine:,}: {same}.']
 
 
 def _memory_table(memory) -> List[str]:
@@ -241,7 +229,7 @@ def _memory_table(memory) -> List[str]:
     peak = (m['arguments'] + m['outputs'] - m['aliased'] +
             m['temporaries'])
     lines.append(
-        f'| {LABELS[row["conditioner"]]} | '
+        f'| {ours.display_name(row["conditioner"])} | '
         f'{"conditioner only" if row["train_params"] == "conditioning" else "all"}'
         f' | {mib(row["state_bytes"]["params"])} | '
         f'{mib(row["state_bytes"]["opt_state"])} | {mib(m["temporaries"])} | '
@@ -251,20 +239,20 @@ def _memory_table(memory) -> List[str]:
 
 
 def _flops_table(results, shape) -> List[str]:
-  lines = ['| conditioner | analytic GFLOP/step | vs vanilla | '
+  lines = ['| conditioner | analytic GFLOP/step | vs none | '
            'XLA cost analysis GFLOP | analytic / XLA |',
            '|---|---:|---:|---:|---:|']
-  vanilla = _find(results['runs'], shape=shape, job='ours_train',
-                  conditioner='vanilla', dtype='float32')
+  plain = _find(results['runs'], shape=shape, job='ours_train',
+                conditioner='none', dtype='float32')
   for r in _ok(results['runs']):
     job, res = r['job'], r['result']
     if (job['job'] != 'ours_train' or job.get('shape') != shape or
         job['dtype'] != 'float32' or job.get('train_params') ==
         'conditioning' or _variant(job)):
       continue
-    base = vanilla['result']['analytic_flops'] if vanilla else None
+    base = plain['result']['analytic_flops'] if plain else None
     lines.append(
-        f'| {LABELS[job["conditioner"]]} | '
+        f'| {ours.display_name(job["conditioner"])} | '
         f'{_fmt(res["analytic_flops"] / 1e9, 1)} | '
         f'{_fmt(res["analytic_flops"] / base if base else None, 3)} | '
         f'{_fmt(res["xla_flops"] / 1e9, 1)} | '
@@ -281,7 +269,7 @@ def _decode_table(results, shape) -> List[str]:
     if job.get('shape') != shape or job['job'] not in ('ours_decode',
                                                        'hf_generate'):
       continue
-    name = ('ours: ' + LABELS[job['conditioner']] + ' greedy, cache'
+    name = ('ours: ' + ours.display_name(job['conditioner']) + ' greedy, cache'
             if job['job'] == 'ours_decode' else
             'transformers generate (greedy, use_cache)')
     tokens = job['batch_shape'][0] * res['generated_length']
@@ -301,10 +289,10 @@ def _decode_roofline(results, shape) -> List[str]:
   machine = _machine(results)
   bandwidth = machine.get('memory_bandwidth')
   lines = []
-  for ours in _ok(results['runs']):
-    job, res = ours['job'], ours['result']
+  for run in _ok(results['runs']):
+    job, res = run['job'], run['result']
     if (job.get('shape') != shape or job['job'] != 'ours_decode' or
-        job['conditioner'] != 'vanilla' or _variant(job) or not bandwidth or
+        job['conditioner'] != 'none' or _variant(job) or not bandwidth or
         'bytes_per_position' not in res):
       continue
     batch = job['batch_shape'][0]
@@ -346,8 +334,9 @@ def _profile_table(results, shape) -> List[str]:
     what = 'greedy decode of the batch' if job.get('decode') else \
         'training step'
     total = res['total_ms']
-    lines += [f'{LABELS[job["conditioner"]]}, {what}: {total:,.0f} ms of XLA '
-              'operations (summed over threads). By kind: ' + ', '.join(
+    lines += [f'{ours.display_name(job["conditioner"])}, {what}: '
+              f'{total:,.0f} ms of XLA operations (summed over threads). '
+              'By kind: ' + ', '.join(
                   f'{kind} {100 * ms / total:.0f}%'
                   for kind, ms in res['by_kind_ms'].items()) + '.', '',
               '| operation (kind: JAX op, summed over layers) | ms | share |',
@@ -381,7 +370,7 @@ def _params_table(results) -> List[str]:
         mark = '' if x['formula'] in (None, x['conditioning']) else ' (!)'
         cells.append(f'{x["conditioning"] / 1e6:,.2f}M '
                      f'({x["percent"]:.3f}%){mark}')
-    lines.append(f'| {LABELS[name]} | ' + ' | '.join(cells) + ' |')
+    lines.append(f'| {ours.display_name(name)} | ' + ' | '.join(cells) + ' |')
   checked = [x for x in rows if x['formula'] is not None]
   agree = all(x['formula'] == x['conditioning'] for x in checked)
   lines.append('')
@@ -426,7 +415,7 @@ def _findings(results, shape) -> List[str]:
       'XLA:CPU lowers dots to YNNPACK fusions; bf16 inputs with an f32 '
       'result go to the kernel directly, a bf16 result adds converts.',
   ]
-  f32, bf16 = (step(job='ours_train', conditioner='vanilla', dtype=d)
+  f32, bf16 = (step(job='ours_train', conditioner='none', dtype=d)
                for d in ('float32', 'bfloat16'))
   if f32 and bf16:
     out.append(f'- Our bf16 step takes {bf16 / f32:.2f}x the time of the '
@@ -436,19 +425,19 @@ def _findings(results, shape) -> List[str]:
   if hf32 and hf16:
     out.append(f'- transformers: bf16 autocast takes {hf16 / hf32:.2f}x '
                'the time of f32.')
-  vanilla = dict(job='ours_train', conditioner='vanilla')
-  system = step(**vanilla, allocator='system')
+  plain = dict(job='ours_train', conditioner='none')
+  system = step(**plain, allocator='system')
   if f32 and system and results.get('allocator'):
     out.append(f'- Allocator: with glibc malloc the f32 step takes '
                f'{system / f32:.2f}x the time it takes with '
                f'{results["allocator"]} (glibc returns large blocks to the '
                'OS, so every step page-faults its temporaries back in).')
   out += _peer_params(results, shape)
-  rbg = step(**vanilla, prng_impl='unsafe_rbg')
+  rbg = step(**plain, prng_impl='unsafe_rbg')
   if f32 and rbg:
     out.append(f'- Dropout keys: `unsafe_rbg` (runner.train\'s `prng_impl`) '
                f'takes {rbg / f32:.2f}x the time of threefry.')
-  bf16_ynn_off = step(job='ours_train', conditioner='vanilla',
+  bf16_ynn_off = step(job='ours_train', conditioner='none',
                       dtype='bfloat16', xla_flags=workload.YNN_OFF)
   if bf16 and bf16_ynn_off:
     out.append(f'- With YNNPACK off, our bf16 step takes '
@@ -484,8 +473,8 @@ def chart(results: dict, path: str, shape: str) -> None:
     if job['job'] == 'ours_train':
       if _variant(job):
         continue  # In the table; the chart shows the default settings.
-      label = LABELS[job['conditioner']] + (' bf16' if job['dtype'] ==
-                                             'bfloat16' else '')
+      label = ours.display_name(job['conditioner']) + (
+          ' bf16' if job['dtype'] == 'bfloat16' else '')
       if job.get('train_params') == 'conditioning':
         label += ' (frozen)'
       train.append((label, _tokens(job) / res['step_seconds'], 'C0'))
@@ -495,11 +484,11 @@ def chart(results: dict, path: str, shape: str) -> None:
                                   'bfloat16' else 'f32'))
       train.append((label, _tokens(job) / res['step_seconds'], 'C3'))
     elif job['job'] in ('ours_decode', 'hf_generate'):
-      ours = job['job'] == 'ours_decode'
-      label = (LABELS[job['conditioner']] if ours else
+      mine = job['job'] == 'ours_decode'
+      label = (ours.display_name(job['conditioner']) if mine else
                'transformers generate')
       decode.append((label, job['batch_shape'][0] * res['generated_length']
-                     / res['step_seconds'], 'C0' if ours else 'C3'))
+                     / res['step_seconds'], 'C0' if mine else 'C3'))
   fig, axes = plt.subplots(1, 2, figsize=(13, 5.5),
                            gridspec_kw={'width_ratios': [3, 1.3]})
   for ax, rows, title in ((axes[0], train, 'training step'),

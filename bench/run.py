@@ -28,6 +28,7 @@ from typing import Optional
 from bench import report
 from bench import workload
 from bench.worker import RESULT_MARKER
+from hyperprompt.conditioning import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(ROOT, 'bench', 'results.json')
@@ -37,27 +38,23 @@ NUM_TASKS = 8
 DROPOUT_RATE = 0.1
 JOB_TIMEOUT_S = 420
 
-ALL_CONDITIONERS = ('vanilla', 'hyperprompt_share', 'hyperprompt_sep',
-                    'hyperprompt_global', 'prompt_tuning', 'prefix_tuning',
-                    'adapters', 'hyperformer')
-
 
 def jobs(shape: str, full: bool, warmup: int, steps: int):
   """The measurements of one model shape.
 
   `full` measures every conditioner and peer; otherwise the core set
-  (vanilla, HyperPrompt-Global, prefix tuning against PEFT, both
+  (none, HyperPrompt-Global, prefix tuning against PEFT, both
   precisions against transformers, decoding).
   """
   common = dict(shape=shape, batch_shape=BATCH_SHAPE, num_tasks=NUM_TASKS,
                 dropout_rate=DROPOUT_RATE, warmup=warmup, steps=steps)
-  conditioners = ALL_CONDITIONERS if full else ('vanilla',
-                                                'hyperprompt_global')
+  conditioners = (registry.names(learned=True) if full else
+                  ('none', 'hyperprompt_global'))
   out = []
   for name in conditioners:
     out.append(dict(common, job='ours_train', conditioner=name,
                     dtype='float32'))
-  for name in ('vanilla', 'hyperprompt_global'):
+  for name in ('none', 'hyperprompt_global'):
     out.append(dict(common, job='ours_train', conditioner=name,
                     dtype='bfloat16'))
   # PEFT trains the prefixes only; so do these rows: ours with PEFT's
@@ -72,7 +69,7 @@ def jobs(shape: str, full: bool, warmup: int, steps: int):
   out.append(dict(common, job='hf_train', precision='float32',
                   peft_prefix=16))
   decode = dict(common, warmup=1, steps=max(steps // 2, 2))
-  for name in ('vanilla', 'hyperprompt_global'):
+  for name in ('none', 'hyperprompt_global'):
     out.append(dict(decode, job='ours_decode', conditioner=name))
   out.append(dict(decode, job='hf_generate'))
   if full:
@@ -81,19 +78,19 @@ def jobs(shape: str, full: bool, warmup: int, steps: int):
     b, inputs, targets = BATCH_SHAPE
     for batch in (1, 64):
       other = dict(decode, batch_shape=(batch, inputs, targets))
-      out.append(dict(other, job='ours_decode', conditioner='vanilla'))
+      out.append(dict(other, job='ours_decode', conditioner='none'))
       out.append(dict(other, job='hf_generate'))
     # What the allocator, the dropout PRNG and XLA's options change.
-    vanilla = dict(common, job='ours_train', conditioner='vanilla',
-                   dtype='float32')
-    out.append(dict(vanilla, prng_impl='unsafe_rbg'))
-    out.append(dict(vanilla, allocator='system'))
+    plain = dict(common, job='ours_train', conditioner='none',
+                 dtype='float32')
+    out.append(dict(plain, prng_impl='unsafe_rbg'))
+    out.append(dict(plain, allocator='system'))
     for name, flags in workload.XLA_OPTIONS.items():
       out.append(dict(job='xla_peak', xla_flags=flags, option=name))
-    out.append(dict(vanilla, dtype='bfloat16', xla_flags=workload.YNN_OFF))
+    out.append(dict(plain, dtype='bfloat16', xla_flags=workload.YNN_OFF))
     # Where the time goes (bench/profile.py), for the report.
-    out.append(dict(common, job='ours_profile', conditioner='vanilla'))
-    out.append(dict(common, job='ours_profile', conditioner='vanilla',
+    out.append(dict(common, job='ours_profile', conditioner='none'))
+    out.append(dict(common, job='ours_profile', conditioner='none',
                     decode=True))
   return out
 

@@ -13,26 +13,26 @@ def _results(*runs):
 
 
 def test_variant_jobs_match_only_when_asked_for():
-  vanilla = {'job': 'ours_train', 'shape': 'small', 'conditioner': 'vanilla'}
-  rbg = _run(dict(vanilla, prng_impl='unsafe_rbg'), step_seconds=1.0)
-  default = _run(vanilla, step_seconds=2.0)
+  plain = {'job': 'ours_train', 'shape': 'small', 'conditioner': 'none'}
+  rbg = _run(dict(plain, prng_impl='unsafe_rbg'), step_seconds=1.0)
+  default = _run(plain, step_seconds=2.0)
   # The variant comes first; a query without it must still get the default.
   runs = _results(rbg, default)['runs']
-  assert report._find(runs, **vanilla) is default
-  assert report._find(runs, **vanilla, prng_impl='unsafe_rbg') is rbg
+  assert report._find(runs, **plain) is default
+  assert report._find(runs, **plain, prng_impl='unsafe_rbg') is rbg
   assert report._variant(rbg['job']) == ', unsafe_rbg dropout keys'
 
 
 def test_decode_roofline_by_hand():
   results = _results(
-      _run({'job': 'ours_decode', 'shape': 'small', 'conditioner': 'vanilla',
+      _run({'job': 'ours_decode', 'shape': 'small', 'conditioner': 'none',
             'batch_shape': [8, 128, 32]}, step_seconds=0.84,
            generated_length=32, bytes_per_position=100e6,
            encoder_flops=10e9),
       _run({'job': 'hf_generate', 'shape': 'small',
             'batch_shape': [8, 128, 32]}, step_seconds=0.9),
       # Batch 64: its own line, its own cache bytes, no transformers run.
-      _run({'job': 'ours_decode', 'shape': 'small', 'conditioner': 'vanilla',
+      _run({'job': 'ours_decode', 'shape': 'small', 'conditioner': 'none',
             'batch_shape': [64, 128, 32]}, step_seconds=2.0,
            generated_length=32, bytes_per_position=150e6,
            encoder_flops=80e9))
@@ -52,6 +52,6 @@ def test_decode_roofline_by_hand():
 def test_decode_roofline_needs_the_measurements():
   # Results from before the roofline fields existed: no statement at all.
   results = _results(_run({'job': 'ours_decode', 'shape': 'small',
-                           'conditioner': 'vanilla'}, step_seconds=1.0,
+                           'conditioner': 'none'}, step_seconds=1.0,
                           generated_length=32))
   assert report._decode_roofline(results, 'small') == []

@@ -9,13 +9,12 @@ from hyperprompt import gin_cli
 from hyperprompt import runner  # pylint: disable=unused-import
 from hyperprompt import trainer
 from hyperprompt import tasks
+from hyperprompt.conditioning import registry
 
 RUNS = {'glue_t5_1_1_base': ('hp_glue', 768), 'glue_t5_1_1_large': (
     'hp_glue', 1024), 'superglue_t5_1_1_base': ('hp_superglue', 768),
         'superglue_t5_1_1_large': ('hp_superglue', 1024)}
-CONDITIONERS = ('none', 'hyperprompt_share', 'hyperprompt_sep',
-                'hyperprompt_global', 'prompt_tuning', 'prefix_tuning',
-                'adapters', 'hyperformer')
+CONDITIONERS = registry.names(learned=True)
 
 
 def _parse(*files):

@@ -35,6 +35,7 @@ from flax.linen import partitioning as nn_partitioning
 
 from hyperprompt import config
 from hyperprompt import pretrained
+from hyperprompt.conditioning import registry
 from hyperprompt.conditioning.hyperprompt import HyperPromptGlobal
 from hyperprompt.network import Transformer
 
@@ -66,12 +67,6 @@ REQUIRED = [
 RUNS = {'finetune': 't5x/finetune.gin',
         'eval': 't5x/eval.gin',
         'infer': 't5x/infer.gin'}
-
-
-def conditioner_files():
-  names = sorted(os.listdir(os.path.join(GIN, 'models', 'conditioners')))
-  # precomputed.gin reads exported prefixes from a file (PREFIX_FILE).
-  return [n for n in names if n != 'precomputed.gin']
 
 
 @pytest.fixture
@@ -131,11 +126,12 @@ def test_gin_files_compose_with_t5x_run_configs(main_module, size, run):
 
 
 @needs_t5x
-@pytest.mark.parametrize('conditioner', conditioner_files())
+# precomputed.gin reads exported prefixes from a file (PREFIX_FILE).
+@pytest.mark.parametrize('conditioner', registry.names(learned=True))
 def test_every_conditioner_axis_has_t5x_rules(main_module, conditioner):
   """t5x's Adafactor raises on an unknown logical axis name; the partitioner
   needs rules too. Initialise each conditioner and check every name."""
-  parse(['t5x/tiny.gin', f'models/conditioners/{conditioner}',
+  parse(['t5x/tiny.gin', registry.method(conditioner).gin_file,
          RUNS['finetune']], ["MIXTURE_OR_TASK_NAME = 'hp_synthetic'"])
   model = macro('MODEL').scoped_configurable_fn()
   shapes = {'encoder_input_tokens': (2, 8), 'decoder_input_tokens': (2, 4),

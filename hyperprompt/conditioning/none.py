@@ -1,4 +1,4 @@
-"""Vanilla multi-task T5: no task conditioning.
+"""None: multi-task T5 without task conditioning.
 
 Every example is handled by the same network whatever its task (T5's
 optional task-name text prefix is a data-side choice). With this conditioner
