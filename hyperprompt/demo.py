@@ -14,13 +14,14 @@ import os
 import tempfile
 
 from hyperprompt import quiet_logs
-# A script: TensorFlow (imported by the runner) starts without its notices.
+# A script: TensorFlow (imported by the runner and history) starts without its
+# notices.
 quiet_logs.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from hyperprompt import atomic_files
 from hyperprompt import cli_errors
+from hyperprompt import history
 from hyperprompt import main
-from hyperprompt import runner
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 CONDITIONERS = (('HyperPrompt-Global', 'hyperprompt_global'),
@@ -29,7 +30,7 @@ CONDITIONERS = (('HyperPrompt-Global', 'hyperprompt_global'),
 
 def last_eval(model_dir: str) -> dict:
   """{task: {metric: value}} of the last evaluation in the run's history."""
-  rows = [r for r in runner.read_history(model_dir)
+  rows = [r for r in history.read_history(model_dir)
           if any(k.startswith('eval/') for k in r)]
   out = {}
   for key, value in rows[-1].items():

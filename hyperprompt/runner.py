@@ -1,23 +1,22 @@
-"""The train, eval and infer loops, and the run's logs and curves.
+"""The train, eval and infer loops.
 
     train(model, model_dir, mixture_or_task_name, ...)   # gin: runs/train.gin
     evaluate(model, model_dir, ...)                       # gin: runs/eval.gin
     infer(model, model_dir, ..., output_file)             # gin: runs/infer.gin
 
 The state and the step are built by `train_state`, evaluation is
-`evaluation.Evaluator`, state is saved by `checkpoints.Checkpointer`.
+`evaluation.Evaluator`, state is saved by `checkpoints.Checkpointer`; the
+loop's logs are `history`, its loss check `pending_metrics`, its clean stop on
+signals `preemption`, and its saved gin config `operative_config`.
 """
 import json
 import logging
-import math
 import os
-import signal
 import time
 from typing import Any, Callable, Dict, Mapping, Optional
 
 import gin
 import jax
-from jax.experimental import multihost_utils
 import numpy as np
 import seqio
 import tensorflow as tf
@@ -26,8 +25,12 @@ from hyperprompt import atomic_files
 from hyperprompt import checkpoints
 from hyperprompt import data
 from hyperprompt import evaluation
+from hyperprompt import history as history_lib
 from hyperprompt import models
+from hyperprompt import operative_config
 from hyperprompt import partitioning
+from hyperprompt import pending_metrics
+from hyperprompt import preemption as preemption_lib
 from hyperprompt import train_state
 from hyperprompt import trainer
 from hyperprompt.conditioning import precomputed
@@ -35,114 +38,6 @@ from hyperprompt.tasks import mixtures
 
 # Dropout key implementations train() accepts (jax.random.key's `impl`).
 PRNG_IMPLS = ('threefry2x32', 'rbg', 'unsafe_rbg')
-HISTORY_FILE = 'history.jsonl'
-CURVES_FILE = 'curves.png'
-# gin's operative config of a training run, as t5x writes it.
-CONFIG_FILE = 'config.gin'
-
-
-def _finite_or_raise(loss: float, step: int, model_dir: str,
-                     last_saved: Optional[int]):
-  if math.isfinite(loss):
-    return
-  where = (f'the last good checkpoint is step {last_saved} in '
-           f'{checkpoints.checkpoint_dir(model_dir)}' if last_saved is not None
-           else 'no checkpoint was saved yet')
-  raise FloatingPointError(
-      f'Training loss is {loss} at step {step}; stopping ({where}). Lower the '
-      'learning rate, check the data for empty targets, or train in float32.')
-
-
-class _PendingMetrics:
-  """The last dispatched step's metrics, left on device until checked.
-
-  Fetching a step's metrics waits for that step to finish. The loop checks
-  step N's loss only once step N+1 has been dispatched (JAX dispatch is
-  asynchronous), so the host reads N+2's batch while the device computes. A
-  save, an evaluation or a log line checks first: no checkpoint ever holds a
-  state whose loss, or any earlier one, was not finite.
-  """
-
-  def __init__(self, model_dir: str):
-    self.model_dir = model_dir
-    self.step: Optional[int] = None
-    self.metrics = None  # {name: scalar on device}
-
-  def put(self, step: int, metrics):
-    assert self.metrics is None, 'check the pending metrics first'
-    self.step, self.metrics = step, metrics
-
-  def check(self, last_saved: Optional[int]) -> Optional[Dict[str, Any]]:
-    """Fetches the pending metrics; raises if their loss is not finite.
-
-    Returns them on host ({name: numpy scalar}), or None if none pend.
-    """
-    if self.metrics is None:
-      return None
-    metrics, step = jax.device_get(self.metrics), self.step
-    self.step, self.metrics = None, None
-    _finite_or_raise(float(metrics['loss']), step, self.model_dir, last_saved)
-    return metrics
-
-
-class _Preemption:
-  """Turns SIGTERM (TPU maintenance, preemption) and Ctrl-C into a
-  save-and-exit at the end of the current step; a second Ctrl-C aborts at
-  once (KeyboardInterrupt, no save)."""
-
-  def __init__(self):
-    self.requested = False
-    self.signal_name: Optional[str] = None
-    self._previous = {sig: signal.signal(sig, self._handle)
-                      for sig in (signal.SIGTERM, signal.SIGINT)}
-
-  def _handle(self, signum, frame):
-    del frame
-    if signum == signal.SIGINT and self.signal_name == 'Ctrl-C':
-      raise KeyboardInterrupt('Second Ctrl-C: aborted without saving.')
-    self.signal_name = 'Ctrl-C' if signum == signal.SIGINT else 'SIGTERM'
-    logging.warning('%s received: saving a checkpoint at the end of this '
-                    'step, then exiting%s.', self.signal_name,
-                    ' (Ctrl-C again aborts at once)'
-                    if signum == signal.SIGINT else '')
-    self.requested = True
-
-  def reached(self, step: int) -> bool:
-    if jax.process_count() > 1:
-      # All hosts must agree on the step at which they save.
-      return bool(multihost_utils.process_allgather(
-          np.array(self.requested)).any())
-    return self.requested
-
-  def restore(self):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-
-
-class _History:
-  """Logged metrics, appended to MODEL_DIR/history.jsonl and TensorBoard."""
-
-  def __init__(self, model_dir: str):
-    self.path = os.path.join(model_dir, HISTORY_FILE)
-    try:
-      from clu import metric_writers  # pylint: disable=g-import-not-at-top
-    except ModuleNotFoundError as e:
-      raise ModuleNotFoundError(
-          f'TensorBoard logging needs {e.name!r}: pip install tensorboard '
-          '(clu.metric_writers imports it).') from e
-    self.writer = metric_writers.create_default_writer(
-        model_dir, just_logging=jax.process_index() > 0, asynchronous=False)
-
-  def write(self, step: int, scalars: Mapping[str, float]):
-    scalars = {k: float(v) for k, v in scalars.items()}
-    self.writer.write_scalars(step, scalars)
-    if jax.process_index() == 0:
-      atomic_files.append_line(self.path, json.dumps({'step': step,
-                                                      **scalars}))
-
-  def close(self):
-    self.writer.flush()
-    self.writer.close()
 
 
 # --- Train --------------------------------------------------------------------
@@ -239,7 +134,7 @@ def train(*,
                                        shardings)(params)
     batches_consumed, last_saved = 0, None
   # After the restore: a refused checkpoint leaves MODEL_DIR as it was.
-  write_operative_config(model_dir)
+  operative_config.write(model_dir)
   for best in evaluation.best_steps(model_dir):
     ckpt.keep_step(best)
 
@@ -270,9 +165,9 @@ def train(*,
         model, partitioner, mixture_or_task_name, task_feature_lengths,
         eval_batch_size or batch_size, split=eval_split,
         num_examples=eval_num_examples)
-  history = _History(model_dir)
-  preemption = _Preemption()
-  pending = _PendingMetrics(model_dir)
+  history = history_lib.History(model_dir)
+  preemption = preemption_lib.Preemption()
+  pending = pending_metrics.PendingMetrics(model_dir)
   step = int(state.step)
   # The ETA counts from the end of the first step's compilation.
   start_step, start_time = None, None
@@ -333,7 +228,7 @@ def train(*,
                                            task_metrics).values():
           ckpt.keep_step(info['step'])
         logging.info('eval at step %d: %s', step, task_metrics)
-      if preemption.reached(step):
+      if preemption.stop_requested():
         if last_saved != step:
           pending.check(last_saved)
           ckpt.save(state, batches_consumed, data_iterator)
@@ -360,7 +255,7 @@ def _finish(preemption, ckpt, history, plot: bool, model_dir: str,
   preemption.restore()
   steps = [ckpt.close, history.close]
   if plot and jax.process_index() == 0:
-    steps.append(lambda: plot_curves(model_dir))
+    steps.append(lambda: history_lib.plot_curves(model_dir))
   for close in steps:
     try:
       close()
@@ -368,35 +263,6 @@ def _finish(preemption, ckpt, history, plot: bool, model_dir: str,
       if not quietly:
         raise
       logging.warning('While stopping: %s: %s', type(e).__name__, e)
-
-
-def write_operative_config(model_dir: str) -> Optional[str]:
-  """Writes gin's operative config to MODEL_DIR/config.gin and logs it.
-
-  As t5x: the configuration the run actually uses, every parameter of every
-  configurable called so far (the model, optimizer and partitioner are
-  built by now), to reproduce or compare the run. A resumed run whose
-  config differs keeps the original and writes config_<N>.gin beside it, N
-  the number of configs already there. Returns the path written, or None
-  without gin configuration (a Python caller).
-  """
-  config = gin.operative_config_str()
-  if not config.strip() or jax.process_index() > 0:
-    return None
-  path = os.path.join(model_dir, CONFIG_FILE)
-  if tf.io.gfile.exists(path):
-    with tf.io.gfile.GFile(path) as f:
-      if f.read() == config:
-        return path
-    path = os.path.join(model_dir, f'config_'
-                        f'{len(tf.io.gfile.glob(os.path.join(model_dir, "config*.gin")))}'
-                        '.gin')
-    logging.warning('The gin configuration differs from the one this run '
-                    'started with (%s); writing %s.',
-                    os.path.join(model_dir, CONFIG_FILE), path)
-  atomic_files.write_text(path, config)
-  logging.info('Operative gin configuration (%s):\n%s', path, config)
-  return path
 
 
 def _num_tokens(batch) -> int:
@@ -419,46 +285,6 @@ def _check_model_tasks(model, task_vocabulary):
   conditioner = getattr(getattr(model, 'module', None), 'conditioner', None)
   if isinstance(conditioner, precomputed.Precomputed) and conditioner.path:
     precomputed.check_task_names(conditioner.path, task_vocabulary.names)
-
-
-def read_history(model_dir: str) -> list:
-  path = os.path.join(model_dir, HISTORY_FILE)
-  if not tf.io.gfile.exists(path):
-    return []
-  with tf.io.gfile.GFile(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
-def plot_curves(model_dir: str) -> Optional[str]:
-  """MODEL_DIR/curves.png: training loss and each eval metric by step."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  rows = read_history(model_dir)
-  if not rows:
-    return None
-  by_step = {}
-  for row in rows:  # A resumed run may repeat steps; the last write wins.
-    by_step.setdefault(row['step'], {}).update(row)
-  steps = sorted(by_step)
-  eval_keys = sorted({k for r in rows for k in r if k.startswith('eval/')})
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-  xs = [s for s in steps if 'train/loss' in by_step[s]]
-  axes[0].plot(xs, [by_step[s]['train/loss'] for s in xs])
-  axes[0].set(xlabel='step', ylabel='loss', title='training loss')
-  for key in eval_keys:
-    xs = [s for s in steps if key in by_step[s]]
-    axes[1].plot(xs, [by_step[s][key] for s in xs], marker='o',
-                 label=key.removeprefix('eval/'))
-  axes[1].set(xlabel='step', ylabel='metric', title='evaluation')
-  if eval_keys:
-    axes[1].legend(fontsize=6)
-  fig.tight_layout()
-  path = os.path.join(model_dir, CURVES_FILE)
-  with atomic_files.open_for_write(path, 'wb') as f:
-    fig.savefig(f, format='png', dpi=100)
-  plt.close(fig)
-  return path
 
 
 # --- Eval and infer -----------------------------------------------------------

@@ -15,7 +15,8 @@ import pytest
 
 import seqio
 
-from hyperprompt import checkpoints, data, models, network, runner, trainer
+from hyperprompt import checkpoints, data, history, models, network, runner
+from hyperprompt import trainer
 from hyperprompt.conditioning.hyperprompt import HyperPromptGlobal
 from hyperprompt.conditioning.hyperprompt import HyperPromptSep
 from hyperprompt.tasks.task_vocab import TaskVocabulary
@@ -27,7 +28,7 @@ import runner_tiny  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 def _losses(model_dir):
   by_step = {}
-  for row in runner.read_history(model_dir):
+  for row in history.read_history(model_dir):
     if 'train/loss' in row:
       by_step[row['step']] = row['train/loss']  # A resumed step overwrites.
   return by_step

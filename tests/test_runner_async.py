@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from hyperprompt import checkpoints, partitioning, runner, train_state
+from hyperprompt import checkpoints, history, partitioning, train_state
 from hyperprompt import trainer
 from hyperprompt.tasks import mixtures
 
@@ -94,7 +94,7 @@ def test_late_checks_keep_the_state_checkpoints_and_logged_loss(
   ).all_steps() == [2, 4]
   for step in (2, 4):
     _assert_same(checkpoints.restore_params(model_dir, step), params_at[step])
-  logged = [(r['step'], r['train/loss']) for r in runner.read_history(
+  logged = [(r['step'], r['train/loss']) for r in history.read_history(
       model_dir) if 'train/loss' in r]
   assert logged == [(STEPS, pytest.approx(losses[STEPS], rel=1e-6))]
 

@@ -16,7 +16,9 @@ import pytest
 from hyperprompt import atomic_files
 from hyperprompt import checkpoints
 from hyperprompt import decoding
+from hyperprompt import history
 from hyperprompt import models
+from hyperprompt import preemption
 from hyperprompt import runner
 from hyperprompt import trainer
 
@@ -33,15 +35,15 @@ def trained(tmp_path_factory):
 
 
 def test_first_ctrl_c_asks_for_a_save_and_the_second_aborts():
-  preemption = runner._Preemption()  # pylint: disable=protected-access
+  stop = preemption.Preemption()
   try:
-    assert signal.getsignal(signal.SIGINT) == preemption._handle  # pylint: disable=protected-access
-    preemption._handle(signal.SIGINT, None)  # pylint: disable=protected-access
-    assert preemption.reached(1) and preemption.signal_name == 'Ctrl-C'
+    # Real signals: without the handler the first would raise at once.
+    signal.raise_signal(signal.SIGINT)
+    assert stop.stop_requested() and stop.signal_name == 'Ctrl-C'
     with pytest.raises(KeyboardInterrupt, match='Second Ctrl-C'):
-      preemption._handle(signal.SIGINT, None)  # pylint: disable=protected-access
+      signal.raise_signal(signal.SIGINT)
   finally:
-    preemption.restore()
+    stop.restore()
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
@@ -54,14 +56,14 @@ def test_ctrl_c_saves_the_current_step_and_exits_non_zero(tmp_path):
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
       env=dict(os.environ, JAX_PLATFORMS='cpu'))
   deadline = time.time() + 240
-  while not runner.read_history(model_dir) and time.time() < deadline:
+  while not history.read_history(model_dir) and time.time() < deadline:
     assert proc.poll() is None, proc.stdout.read()[-3000:]
     time.sleep(0.2)
   proc.send_signal(signal.SIGINT)
   out, _ = proc.communicate(timeout=120)
   assert proc.returncode != 0
   assert 'Stopped by Ctrl-C after step' in out
-  logged = max(row['step'] for row in runner.read_history(model_dir))
+  logged = max(row['step'] for row in history.read_history(model_dir))
   assert checkpoints.latest_step(model_dir) >= logged
 
 
