@@ -20,6 +20,7 @@ import jax
 
 from bench import ours
 from bench import workload
+from hyperprompt import models
 from hyperprompt import partitioning
 from hyperprompt import train_state
 from hyperprompt import trainer
@@ -41,8 +42,7 @@ def step_cost(cfg, conditioner_name: str, batch, *, num_tasks: int,
   model, conditioner = ours.build_model(cfg, conditioner_name, num_tasks)
   partitioner = partitioning.Partitioner()
   batch = model.validate_batch(batch)
-  shapes = {k: batch[k].shape for k in
-            ('encoder_input_tokens', 'decoder_input_tokens', 'task_ids')}
+  shapes = {k: batch[k].shape for k in models.INPUT_FEATURES}
   params, params_axes = train_state.abstract_params(model, shapes,
                                                     partitioner)
   optimizer = trainer.make_optimizer(params, train=train_params)

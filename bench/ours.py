@@ -161,8 +161,7 @@ def build_model(cfg: T5Config, conditioner_name: str, num_tasks: int):
 
 def init_params(model, batch, partitioner):
   """(params, params_axes) for batches shaped like `batch`, seed 0."""
-  shapes = {k: batch[k].shape for k in
-            ('encoder_input_tokens', 'decoder_input_tokens', 'task_ids')}
+  shapes = {k: batch[k].shape for k in models.INPUT_FEATURES}
   return train_state.init_params(model, shapes, partitioner, seed=0)
 
 
@@ -255,8 +254,7 @@ def decode(cfg: T5Config, conditioner_name: str,
   partitioner = partitioning.Partitioner()
   batch = model.validate_batch(batch)
   params, _ = init_params(model, batch, partitioner)
-  features = {k: batch[k] for k in ('encoder_input_tokens',
-                                    'decoder_input_tokens', 'task_ids')}
+  features = {k: batch[k] for k in models.INPUT_FEATURES}
   with partitioner.context():
     predict = jax.jit(model.predict_batch)
     device_batch = partitioner.global_batch(features)

@@ -316,10 +316,10 @@ def compile_train(topology: str, *, eval_steps: bool = False,
   if eval_steps:
     # Evaluation's own jitted functions, on the train state's parameters.
     from hyperprompt import evaluation  # pylint: disable=g-import-not-at-top
+    from hyperprompt import models  # pylint: disable=g-import-not-at-top
     score_batch = dict(batch)
     decode_batch = {k: v for k, v in batch.items()
-                    if k in ('encoder_input_tokens', 'decoder_input_tokens',
-                             'task_ids')}
+                    if k in models.INPUT_FEATURES}
     for name, jitted, inputs in (
         ('score', evaluation.jit_score(model, partitioner), score_batch),
         ('decode', evaluation.jit_predict(model, partitioner), decode_batch)):

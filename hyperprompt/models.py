@@ -38,6 +38,8 @@ TOKEN_FEATURES = ('encoder_input_tokens', 'decoder_input_tokens',
                   'decoder_target_tokens')
 # Every feature a model reads (TaskConditionedFeatureConverter's output).
 MODEL_FEATURES = TOKEN_FEATURES + ('decoder_loss_weights', 'task_ids')
+# What initialisation and prediction read.
+INPUT_FEATURES = TOKEN_FEATURES[:2] + ('task_ids',)
 
 
 def initial_variables(module: Transformer, rng: jax.Array,
