@@ -1,32 +1,17 @@
 """Parameter overhead of each conditioner, small to XXL, from shapes only.
 
-The backbone comes from `hyperprompt.params.parameter_counts` (jax.eval_shape
-of the whole model's init); each conditioner is counted by `eval_shape` of
-its own init, which is the same `params['conditioner']` subtree without
-re-tracing the backbone for every row. HyperPrompt rows are also checked
-against METHOD.md's closed-form counts.
+The rows are `hyperprompt.params.overhead_table`'s (the table the study and
+`python -m hyperprompt.params --all_methods` give too); HyperPrompt rows are
+also checked against METHOD.md's closed-form counts.
 """
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-from bench import ours
 from bench import workload
 from hyperprompt import params as params_lib
 from hyperprompt.conditioning import hyperprompt
 from hyperprompt.conditioning import placement
+from hyperprompt.conditioning import registry
 
 SIZES = ('small', 'base', 'large', 'xl', 'xxl')
 TASK_COUNTS = (8, 16)
-
-
-def _conditioner_count(cfg, conditioner) -> int:
-  task_ids = jax.ShapeDtypeStruct((1,), jnp.int32)
-  shapes = jax.eval_shape(
-      lambda ids: conditioner.init(jax.random.PRNGKey(0), ids, cfg),
-      task_ids)['params']
-  return int(sum(np.prod(x.shape, dtype=np.int64)
-                 for x in jax.tree.leaves(shapes)))
 
 
 def method_formula(cfg, conditioner):
@@ -48,22 +33,12 @@ def method_formula(cfg, conditioner):
 
 
 def table():
-  """Rows {size, tasks, conditioner, backbone, conditioning, percent,
-  formula} for every size, task count and conditioner."""
-  rows = []
-  for size in SIZES:
-    cfg = workload.t5_config(size)
-    backbone = params_lib.parameter_counts(cfg, None)['backbone']
-    for num_tasks in TASK_COUNTS:
-      for name in ours.conditioner_names():
-        if name == 'none':
-          continue
-        conditioner = ours.make_conditioner(name, num_tasks)
-        count = _conditioner_count(cfg, conditioner)
-        rows.append({
-            'size': size, 'tasks': num_tasks, 'conditioner': name,
-            'backbone': backbone, 'conditioning': count,
-            'percent': 100.0 * count / backbone,
-            'formula': method_formula(cfg, conditioner),
-        })
+  """overhead_table's rows for every size and task count, each with
+  'formula': METHOD.md's count, or None for a method it does not cover."""
+  configs = {size: workload.t5_config(size) for size in SIZES}
+  rows = params_lib.overhead_table(configs, TASK_COUNTS)
+  for row in rows:
+    row['formula'] = method_formula(
+        configs[row['size']],
+        registry.conditioner(row['conditioner'], row['tasks']))
   return rows

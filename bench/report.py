@@ -12,6 +12,7 @@ from bench import ours
 from bench import resume
 from bench import scale
 from bench import workload
+from hyperprompt import params as params_lib
 
 # The issue's targets: (key, description, threshold, higher is better).
 TARGETS = (
@@ -353,30 +354,14 @@ def _params_table(results) -> List[str]:
   if r is None:
     return ['(not measured in this run: `--quick` skips it)']
   rows = r['result']['rows']
-  sizes = list(dict.fromkeys(x['size'] for x in rows))
-  tasks = list(dict.fromkeys(x['tasks'] for x in rows))
-  head = ' | '.join(f'{s} T={t}' for s in sizes for t in tasks)
-  lines = [f'| conditioner | {head} |',
-           '|---|' + '---:|' * (len(sizes) * len(tasks))]
-  backbone = {x['size']: x['backbone'] for x in rows}
-  lines.append('| backbone parameters | ' + ' | '.join(
-      f'{backbone[s] / 1e6:,.1f}M' for s in sizes for _ in tasks) + ' |')
-  for name in dict.fromkeys(x['conditioner'] for x in rows):
-    cells = []
-    for s in sizes:
-      for t in tasks:
-        x = next(x for x in rows if x['size'] == s and x['tasks'] == t and
-                 x['conditioner'] == name)
-        mark = '' if x['formula'] in (None, x['conditioning']) else ' (!)'
-        cells.append(f'{x["conditioning"] / 1e6:,.2f}M '
-                     f'({x["percent"]:.3f}%){mark}')
-    lines.append(f'| {ours.display_name(name)} | ' + ' | '.join(cells) + ' |')
+  lines = params_lib.overhead_markdown(rows)
   checked = [x for x in rows if x['formula'] is not None]
-  agree = all(x['formula'] == x['conditioning'] for x in checked)
+  differ = [f'{x["conditioner"]} {x["size"]} T={x["tasks"]}' for x in checked
+            if x['formula'] != x['conditioning']]
   lines.append('')
-  lines.append(f'HyperPrompt counts {"equal" if agree else "DIFFER FROM"} '
-               f"METHOD.md's closed forms in all {len(checked)} rows"
-               + ('' if agree else ' (rows marked (!))') + '.')
+  lines.append(f"HyperPrompt counts equal METHOD.md's closed forms in "
+               f'{len(checked) - len(differ)} of {len(checked)} rows'
+               + (f' (not in: {", ".join(differ)})' if differ else '') + '.')
   return lines
 
 

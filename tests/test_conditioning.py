@@ -15,6 +15,7 @@ from hyperprompt import params as params_lib
 from hyperprompt.conditioning import check_task_ids
 from hyperprompt.conditioning import hyperprompt
 from hyperprompt.conditioning import none
+from hyperprompt.conditioning import registry
 from hyperprompt.config import T5Config
 from hyperprompt.network import Transformer
 
@@ -66,6 +67,26 @@ def test_parameter_counts_match_method_formulas(variant, shape):
                                        conditioner)
   assert counts['conditioning'] == expected
   assert counts['total'] == counts['backbone'] + expected
+
+
+def test_overhead_table_is_the_models_conditioner_subtree():
+  """Each row counts the conditioner alone; the whole model's init must give
+  the same subtree, and percent is conditioning / backbone."""
+  configs = {'a': _config(16, 3, 8, 2, 2), 'b': _config(20, 5, 4, 3, 1)}
+  rows = params_lib.overhead_table(configs, [2, 5],
+                                   ['hyperprompt_global', 'adapters'])
+  assert [(r['size'], r['tasks'], r['conditioner']) for r in rows] == [
+      (s, t, m) for s in 'ab' for t in (2, 5)
+      for m in ('hyperprompt_global', 'adapters')]
+  for row in rows:
+    whole = params_lib.parameter_counts(
+        configs[row['size']],
+        registry.conditioner(row['conditioner'], row['tasks']))
+    assert {k: row[k] for k in whole} == whole
+  text = params_lib.overhead_markdown(rows)
+  assert text[2].startswith(f'| backbone parameters | '
+                            f'{rows[0]["backbone"] / 1e6:,.1f}M |')
+  assert text[3].startswith('| HyperPrompt-Global | ')
 
 
 def test_global_grows_with_tasks_only_by_prompt_and_task_embedding():
