@@ -1,5 +1,5 @@
 """Runs every benchmark, one fresh process per measurement, and writes the
-results JSON, BENCHMARKS.md and the chart from it.
+results JSON, the generated sections of BENCHMARKS.md and the chart from it.
 
     python -m bench.run              # full: T5.1.1-small, ~10 minutes
     python -m bench.run --quick      # tiny shapes, core set, ~2 minutes

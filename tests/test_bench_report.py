@@ -1,5 +1,14 @@
-"""The benchmark report: variant jobs and the decode roofline, hand-computed."""
+"""The benchmark report: variant jobs and the decode roofline, hand-computed;
+BENCHMARKS.md's generated sections against the results JSON."""
+import json
+import os
+
+import pytest
+
+from bench import markdown_section
 from bench import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(job, **result):
@@ -31,27 +40,60 @@ def test_decode_roofline_by_hand():
            encoder_flops=10e9),
       _run({'job': 'hf_generate', 'shape': 'small',
             'batch_shape': [8, 128, 32]}, step_seconds=0.9),
-      # Batch 64: its own line, its own cache bytes, no transformers run.
+      # Batch 64: its own row, its own cache bytes, no transformers run.
       _run({'job': 'ours_decode', 'shape': 'small', 'conditioner': 'none',
             'batch_shape': [64, 128, 32]}, step_seconds=2.0,
            generated_length=32, bytes_per_position=150e6,
            encoder_flops=80e9))
-  text, _, text64 = report._decode_roofline(results, 'small')
-  # 32 x 150 MB / 10 GB/s = 480 ms, + 800 ms encoder: 1,280 ms, 64%.
-  assert text64.startswith('Roofline, batch 64:')
-  assert 'less than 1,280 ms' in text64 and '(64% of the bound' in text64
-  assert 'transformers' not in text64
+  row8, row64 = report.decode_roofline(results, 'small')
   # 32 positions x 100 MB / 10 GB/s = 320 ms; 10 GFLOP / 100 GFLOP/s =
   # 100 ms; ours runs at 420 / 840 = 50% of the bound's speed; 3x
   # transformers would need 300 ms < 420 ms.
-  assert 'less than 420 ms' in text
-  assert '(50% of the bound' in text
-  assert 'would need 300 ms, below the bound' in text
+  assert row8['batch'] == 8
+  assert row8['read_s'] == pytest.approx(0.32)
+  assert row8['encode_s'] == pytest.approx(0.1)
+  assert row8['bound_s'] == pytest.approx(0.42)
+  assert row8['fraction_of_bound'] == pytest.approx(0.5)
+  assert row8['target_s'] == pytest.approx(0.3)
+  # 32 x 150 MB / 10 GB/s = 480 ms, + 800 ms encoder: 1,280 ms, 64%.
+  assert row64['batch'] == 64
+  assert row64['bound_s'] == pytest.approx(1.28)
+  assert row64['fraction_of_bound'] == pytest.approx(0.64)
+  assert row64['target_s'] is None
 
 
 def test_decode_roofline_needs_the_measurements():
-  # Results from before the roofline fields existed: no statement at all.
+  # Results from before the roofline fields existed: no rows at all.
   results = _results(_run({'job': 'ours_decode', 'shape': 'small',
                            'conditioner': 'none'}, step_seconds=1.0,
                           generated_length=32))
-  assert report._decode_roofline(results, 'small') == []
+  assert report.decode_roofline(results, 'small') == []
+
+
+def test_sections_replace_their_text_and_keep_the_prose(tmp_path):
+  path = str(tmp_path / 'BENCHMARKS.md')
+  begin, end = report.markers('params')
+  markdown_section.replace(f'{begin}\nold table\n{end}', begin, end, path)
+  with open(path, 'a') as f:
+    f.write('Prose written by people.\n')
+  markdown_section.replace(f'{begin}\nnew table\n{end}', begin, end, path)
+  other_begin, other_end = report.markers('memory')
+  markdown_section.replace(f'{other_begin}\nmemory\n{other_end}',
+                           other_begin, other_end, path)
+  with open(path) as f:
+    assert f.read() == (f'{begin}\nnew table\n{end}\n'
+                        'Prose written by people.\n\n'
+                        f'{other_begin}\nmemory\n{other_end}\n')
+
+
+def test_benchmarks_md_holds_the_tables_of_the_results_json():
+  """Every generated section of BENCHMARKS.md is what the report computes
+  from the committed bench/results.json and bench/memory.json."""
+  with open(os.path.join(ROOT, 'bench', 'results.json')) as f:
+    results = json.load(f)
+  with open(os.path.join(ROOT, 'bench', 'memory.json')) as f:
+    memory = json.load(f)
+  with open(os.path.join(ROOT, 'BENCHMARKS.md')) as f:
+    text = f.read()
+  for name, lines in report.sections(results, memory):
+    assert report.section_text(name, lines) in text, name
