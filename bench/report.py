@@ -46,7 +46,7 @@ def _ok(runs):
   return [r for r in runs if 'result' in r]
 
 
-def _find(runs, **match) -> Optional[dict]:
+def find_run(runs, **match) -> Optional[dict]:
   """The first successful run whose job matches; a job that varies the
   environment (VARIANTS) matches only when the query names that variant."""
   for r in _ok(runs):
@@ -66,7 +66,7 @@ VARIANTS = {'prng_impl': lambda v: f'{v} dropout keys',
             'xla_flags': lambda v: f'XLA_FLAGS={v}'}
 
 
-def _variant(job) -> str:
+def variant_label(job) -> str:
   return ''.join(f', {name(job[k])}' for k, name in VARIANTS.items()
                  if job.get(k))
 
@@ -88,7 +88,7 @@ def summary(results: dict, shape: str) -> Dict[str, Optional[float]]:
   """The target quantities for one model shape."""
   runs = results['runs']
   peak = _machine(results)['xla_peak']['float32']
-  get = lambda **m: _find(runs, shape=shape, **m)
+  get = lambda **m: find_run(runs, shape=shape, **m)
   tps = lambda r: _tokens(r['job']) / r['result']['step_seconds'] if r \
       else None
   ratio = lambda a, b: a / b if a and b else None
@@ -132,7 +132,7 @@ def summary(results: dict, shape: str) -> Dict[str, Optional[float]]:
 
 
 def _machine(results) -> dict:
-  r = _find(results['runs'], job='machine')
+  r = find_run(results['runs'], job='machine')
   if r is None:
     raise ValueError('The results have no machine job; rerun bench.run.')
   return r['result']
@@ -142,7 +142,7 @@ def _training_table(results, shape) -> List[str]:
   runs = [r for r in _ok(results['runs']) if r['job'].get('shape') == shape
           and r['job']['job'] in ('ours_train', 'hf_train')]
   peak = _machine(results)['xla_peak']['float32']
-  plain = _find(results['runs'], shape=shape, job='ours_train',
+  plain = find_run(results['runs'], shape=shape, job='ours_train',
                 conditioner='none', dtype='float32')
   base_flops = plain['result']['analytic_flops'] if plain else None
   base_time = plain['result']['step_seconds'] if plain else None
@@ -159,7 +159,8 @@ def _training_table(results, shape) -> List[str]:
     flops = (res.get('analytic_flops') if job['job'] == 'ours_train'
              else _peer_flops(job))
     if job['job'] == 'ours_train':
-      name = 'ours: ' + ours.display_name(job['conditioner']) + _variant(job)
+      name = ('ours: ' + ours.display_name(job['conditioner']) +
+              variant_label(job))
       precision = job['dtype']
       trains = ('conditioner only' if job.get('train_params') ==
                 'conditioning' else 'all')
@@ -195,9 +196,9 @@ def _peer_flops(job) -> int:
 
 def _peer_params(results, shape) -> List[str]:
   """The transformers baseline's parameter count against ours."""
-  hf = _find(results['runs'], shape=shape, job='hf_train',
+  hf = find_run(results['runs'], shape=shape, job='hf_train',
              precision='float32', peft_prefix=0)
-  plain = _find(results['runs'], shape=shape, job='ours_train',
+  plain = find_run(results['runs'], shape=shape, job='ours_train',
                 conditioner='none', dtype='float32')
   if not (hf and plain):
     return []
@@ -221,12 +222,13 @@ def _memory_table(memory) -> List[str]:
       '|---|---|---:|---:|---:|---:|---:|---:|']
   for row in memory['rows']:
     m = row['xla_memory_bytes']
+    trains = ('conditioner only' if row['train_params'] == 'conditioning'
+              else 'all')
     peak = (m['arguments'] + m['outputs'] - m['aliased'] +
             m['temporaries'])
     lines.append(
         f'| {ours.display_name(row["conditioner"])} | '
-        f'{"conditioner only" if row["train_params"] == "conditioning" else "all"}'
-        f' | {mib(row["state_bytes"]["params"])} | '
+        f'{trains} | {mib(row["state_bytes"]["params"])} | '
         f'{mib(row["state_bytes"]["opt_state"])} | {mib(m["temporaries"])} | '
         f'{mib(peak)} | {_fmt(row["xla_flops"] / 1e9, 1)} | '
         f'{_fmt(row["analytic_flops"] / 1e9, 1)} |')
@@ -237,13 +239,13 @@ def _flops_table(results, shape) -> List[str]:
   lines = ['| conditioner | analytic GFLOP/step | vs none | '
            'XLA cost analysis GFLOP | analytic / XLA |',
            '|---|---:|---:|---:|---:|']
-  plain = _find(results['runs'], shape=shape, job='ours_train',
+  plain = find_run(results['runs'], shape=shape, job='ours_train',
                 conditioner='none', dtype='float32')
   for r in _ok(results['runs']):
     job, res = r['job'], r['result']
     if (job['job'] != 'ours_train' or job.get('shape') != shape or
         job['dtype'] != 'float32' or job.get('train_params') ==
-        'conditioning' or _variant(job)):
+        'conditioning' or variant_label(job)):
       continue
     base = plain['result']['analytic_flops'] if plain else None
     lines.append(
@@ -289,7 +291,7 @@ def decode_roofline(results, shape) -> List[Dict[str, float]]:
   for run in _ok(results['runs']):
     job, res = run['job'], run['result']
     if (job.get('shape') != shape or job['job'] != 'ours_decode' or
-        job['conditioner'] != 'none' or _variant(job) or not bandwidth or
+        job['conditioner'] != 'none' or variant_label(job) or not bandwidth or
         'bytes_per_position' not in res):
       continue
     gen = next((r for r in _ok(results['runs'])
@@ -350,7 +352,7 @@ def _profile_table(results, shape) -> List[str]:
 
 
 def _params_table(results) -> List[str]:
-  r = _find(results['runs'], job='params')
+  r = find_run(results['runs'], job='params')
   if r is None:
     return ['(not measured in this run: `--quick` skips it)']
   rows = r['result']['rows']
@@ -391,7 +393,7 @@ def _ratios(results, shape) -> List[str]:
   """Ratios the run measured besides the targets: a table of numbers."""
   machine = _machine(results)
   xla, torch_peak = machine['xla_peak'], machine['torch_peak']
-  step = lambda **m: (_find(results['runs'], shape=shape, **m) or {}).get(
+  step = lambda **m: (find_run(results['runs'], shape=shape, **m) or {}).get(
       'result', {}).get('step_seconds')
   f32, bf16 = (step(job='ours_train', conditioner='none', dtype=d)
                for d in ('float32', 'bfloat16'))
@@ -443,7 +445,7 @@ def chart(results: dict, path: str, shape: str) -> None:
     if job.get('shape') != shape:
       continue
     if job['job'] == 'ours_train':
-      if _variant(job):
+      if variant_label(job):
         continue  # In the table; the chart shows the default settings.
       label = ours.display_name(job['conditioner']) + (
           ' bf16' if job['dtype'] == 'bfloat16' else '')

@@ -233,8 +233,8 @@ def _check_task_vocabulary(task_vocabulary: TaskVocabulary,
         f'{step_dir}: {message} {_MISMATCH_ADVICE}') from None
 
 
-def _check_data_position(meta: Mapping[str, Any], batch_size: Optional[int],
-                         step_dir: epath.PathLike) -> None:
+def check_data_position(meta: Mapping[str, Any], batch_size: Optional[int],
+                        step_dir: epath.PathLike) -> None:
   """The data position is per host and counts global batches: it only means
   the same examples with the same batch size and number of hosts.
   (Checkpoints from before these were saved pass.)"""
@@ -478,7 +478,7 @@ class Checkpointer:
       raise _StepUnreadable() from e
     # A different configuration is the run's mistake, not corruption.
     _check_task_vocabulary(self.task_vocabulary, meta, step_dir)
-    _check_data_position(meta, self.batch_size, step_dir)
+    check_data_position(meta, self.batch_size, step_dir)
     check_tree(stored['params'], abstract_state.params, 'params', step_dir)
     check_tree(stored['opt_state'], abstract_state.opt_state, 'opt_state',
                step_dir)

@@ -27,9 +27,9 @@ def test_variant_jobs_match_only_when_asked_for():
   default = _run(plain, step_seconds=2.0)
   # The variant comes first; a query without it must still get the default.
   runs = _results(rbg, default)['runs']
-  assert report._find(runs, **plain) is default
-  assert report._find(runs, **plain, prng_impl='unsafe_rbg') is rbg
-  assert report._variant(rbg['job']) == ', unsafe_rbg dropout keys'
+  assert report.find_run(runs, **plain) is default
+  assert report.find_run(runs, **plain, prng_impl='unsafe_rbg') is rbg
+  assert report.variant_label(rbg['job']) == ', unsafe_rbg dropout keys'
 
 
 def test_decode_roofline_by_hand():

@@ -227,9 +227,9 @@ def test_another_host_count_is_refused():
   does not resume on this 1 (nor with another batch size)."""
   with pytest.raises(checkpoints.CheckpointMismatchError,
                      match='written by 2 processes and this run has 1'):
-    checkpoints._check_data_position(  # pylint: disable=protected-access
+    checkpoints.check_data_position(
         {'batch_size': 8, 'process_count': 2}, 8, 'ckpt/4')
-  checkpoints._check_data_position(  # pylint: disable=protected-access
+  checkpoints.check_data_position(
       {'batch_size': 8, 'process_count': 1}, 8, 'ckpt/4')
 
 
