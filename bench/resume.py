@@ -2,6 +2,7 @@
 iterator state against replaying the consumed batches with `skip`.
 
     python -m bench.resume            # 0, 1,000 and 20,000 batches consumed
+    python -m bench.resume --report_only   # rewrite BENCHMARKS.md's section
 
 For each position N the runner's own pipeline (`data.train_dataset`, the
 synthetic mixture, 8 examples a batch) is read N batches and saved with
@@ -13,10 +14,11 @@ and, once, a fresh pipeline's first batch without either (building the
 seqio pipeline and filling its shuffle buffers, common to both).
 The restored first batch is checked against the one the original iterator
 gives next. Writes bench/resume.json and its section of BENCHMARKS.md
-(between markers; bench.report keeps it); the load average and busy
-processes are recorded with the numbers, since other work on the machine
-slows both measures.
+(between markers; the text around them is written by people); the load
+average and busy processes are recorded with the numbers, since other work
+on the machine slows both measures.
 """
+import argparse
 import json
 import os
 import statistics
@@ -113,6 +115,13 @@ def build_seconds() -> list:
 
 
 def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--report_only', action='store_true',
+                      help='rewrite the section from bench/resume.json')
+  if parser.parse_args().report_only:
+    with open(RESULTS) as f:
+      print(write_section(json.load(f)))
+    return
   commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT,
                           capture_output=True, text=True).stdout.strip()
   info = machine.describe()
@@ -134,19 +143,16 @@ def main() -> None:
 
 
 def markdown(results: dict) -> str:
-  """The section of BENCHMARKS.md, between its markers."""
+  """The facts and table of BENCHMARKS.md's resume section, between its
+  markers; the text around them is written there by people."""
   loads = results['load_before'][0], results['load_after'][0]
   out = [
       BEGIN,
-      '## Resuming the input pipeline (`python -m bench.resume`)', '',
-      f'Commit {results["commit"]}, {results["cpu"]}, {results["cores"]} '
-      f'cores. The runner\'s pipeline ({results["mixture"]}, batch '
-      f'{results["batch_size"]}) read N batches and saved by the '
-      'Checkpointer; then, in a fresh pipeline, seconds to its first batch: '
-      'restoring the saved tf.data iterator state (what `runner.train` does; '
-      f'median of {len(results["rows"][0]["restore_seconds_all"])}) and '
-      'replaying the N batches with `skip` (what it did before). The '
-      'restored batch equals the one the original iterator gave next.', '',
+      f'- Commit {results["commit"]}, {results["cpu"]}, {results["cores"]} '
+      f'cores; pipeline {results["mixture"]}, batch '
+      f'{results["batch_size"]}; restore: median of '
+      f'{len(results["rows"][0]["restore_seconds_all"])}, replay: one run',
+      '',
       '| batches consumed | restore (s) | replay with skip (s) | save (s) '
       '| iterator state (bytes) |',
       '|---:|---:|---:|---:|---:|',
@@ -156,29 +162,17 @@ def markdown(results: dict) -> str:
                f'{row["restore_seconds"]:.2f} | {row["replay_seconds"]:.2f} '
                f'| {row["save_seconds"]:.2f} | {row["state_bytes"]:,} |')
   loaded = max(loads) > results['cores'] + 0.5
-  out += ['', f'A fresh pipeline without either takes '
-          f'{results["build_seconds"]:.2f} s to its first batch (median of '
-          f'{len(results["build_seconds_all"])}): building the seqio '
-          'pipeline and filling its shuffle buffers, part of both columns. '
-          'The iterator state holds those buffers (so it is smaller at N = 0, '
-          'before they fill); compare its size at 1,000 and 20,000.', '',
-          f'Load average (1 min): {loads[0]:.2f} before, {loads[1]:.2f} '
-          f'after, on {results["cores"]} cores' + (
-              ' - **the machine was loaded by other work: the seconds are '
-              'inflated; compare the rows with each other, not with other '
-              'machines**' if loaded else '') +
-          '. Busy processes: ' + ('; '.join(
-              f'`{p}`' for p in results['busy_processes']) or 'none') + '.',
-          END]
+  out += ['',
+          f'- A fresh pipeline to its first batch: '
+          f'{results["build_seconds"]:.2f} s (median of '
+          f'{len(results["build_seconds_all"])})',
+          f'- Load average (1 min): {loads[0]:.2f} before, {loads[1]:.2f} '
+          f'after, on {results["cores"]} cores; loaded (above cores + 0.5): '
+          + ('**yes**' if loaded else 'no'),
+          '- Busy processes: ' + ('; '.join(
+              f'`{p}`' for p in results['busy_processes']) or 'none'),
+          '', END]
   return '\n'.join(out)
-
-
-def section() -> str:
-  """The section for bench.report (empty without results)."""
-  if not os.path.exists(RESULTS):
-    return ''
-  with open(RESULTS) as f:
-    return markdown(json.load(f))
 
 
 def write_section(results: dict) -> str:

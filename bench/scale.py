@@ -220,21 +220,10 @@ def _gib(b) -> str:
 
 
 def markdown(cells: List[dict]) -> str:
-  out = [BEGIN, '## Pod-slice memory (compiled for TPU, `make scale`)', '',
-         'T5.1.1 with each conditioner, 8 tasks, batch 128, inputs 512, '
-         'targets 16, Adafactor, bfloat16 activations, scanned layers, '
-         'compiled for each slice by XLA:TPU on this CPU machine '
-         '(`python -m bench.scale`; `hyperprompt compile` per cell). '
-         'Memory is per device, from XLA\'s memory analysis: inputs (padded '
-         'to TPU tiles), temporaries and program; HBM per device from '
-         '`hyperprompt.compile.HBM_BYTES` (v4 topologies have one device per '
-         'TensorCore, 16 GiB each). Partitioning: `model` = '
-         'NUM_PARTITIONS, `2-D` = parameters and optimizer state also split '
-         'over `data`, `remat full` = REMAT_POLICY. "Over none" is the '
-         'memory above the plain model with the same partitioning. Compile times were measured on a shared '
-         '2-core machine: wall time (an upper bound, with the load average '
-         'before the compile) and the CPU time of the compiling process (all '
-         'threads), which the load inflates less.', '',
+  """The table of BENCHMARKS.md's scale section, between its markers; the
+  text around them (what the columns mean, the findings) is written there by
+  people."""
+  out = [BEGIN,
          '| size | slice | conditioner | partitioning | params GiB | '
          'optimizer GiB | temporaries GiB | total GiB | HBM GiB | fits | '
          'over none | compile s wall / CPU (load) | commit |',
@@ -286,12 +275,6 @@ def write_section(cells: List[dict]) -> str:
   """Puts the table into BENCHMARKS.md between the markers (or at the end)."""
   markdown_section.replace(markdown(cells), BEGIN, END)
   return markdown_section.BENCHMARKS_MD
-
-
-def section() -> str:
-  """The table for bench.report (empty without results)."""
-  cells = _load()
-  return markdown(cells) if cells else ''
 
 
 def main():
