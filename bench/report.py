@@ -143,7 +143,7 @@ def _training_table(results, shape) -> List[str]:
           and r['job']['job'] in ('ours_train', 'hf_train')]
   peak = _machine(results)['xla_peak']['float32']
   plain = find_run(results['runs'], shape=shape, job='ours_train',
-                conditioner='none', dtype='float32')
+                   conditioner='none', dtype='float32')
   base_flops = plain['result']['analytic_flops'] if plain else None
   base_time = plain['result']['step_seconds'] if plain else None
   lines = [
@@ -197,9 +197,9 @@ def _peer_flops(job) -> int:
 def _peer_params(results, shape) -> List[str]:
   """The transformers baseline's parameter count against ours."""
   hf = find_run(results['runs'], shape=shape, job='hf_train',
-             precision='float32', peft_prefix=0)
+                precision='float32', peft_prefix=0)
   plain = find_run(results['runs'], shape=shape, job='ours_train',
-                conditioner='none', dtype='float32')
+                   conditioner='none', dtype='float32')
   if not (hf and plain):
     return []
   theirs = hf['result'].get('total_params', hf['result']['trainable_params'])
@@ -240,7 +240,7 @@ def _flops_table(results, shape) -> List[str]:
            'XLA cost analysis GFLOP | analytic / XLA |',
            '|---|---:|---:|---:|---:|']
   plain = find_run(results['runs'], shape=shape, job='ours_train',
-                conditioner='none', dtype='float32')
+                   conditioner='none', dtype='float32')
   for r in _ok(results['runs']):
     job, res = r['job'], r['result']
     if (job['job'] != 'ours_train' or job.get('shape') != shape or

@@ -357,8 +357,8 @@ def evaluate(*,
   seqio metrics; writes MODEL_DIR/eval_<step>.json."""
   partitioner = partitioner()
   params, step = _restored_params(model, model_dir, checkpoint_step,
-                            mixture_or_task_name, task_feature_lengths,
-                            batch_size, partitioner)
+                                  mixture_or_task_name, task_feature_lengths,
+                                  batch_size, partitioner)
   evaluator = evaluation.Evaluator(model, partitioner, mixture_or_task_name,
                                    task_feature_lengths, batch_size,
                                    split=split, num_examples=num_examples)
@@ -402,8 +402,8 @@ def infer(*,
   """
   partitioner = partitioner()
   params, step = _restored_params(model, model_dir, checkpoint_step,
-                            mixture_or_task_name, task_feature_lengths,
-                            batch_size, partitioner)
+                                  mixture_or_task_name, task_feature_lengths,
+                                  batch_size, partitioner)
   output_file = output_file or os.path.join(
       model_dir, f'infer_{split}_{step}.jsonl')
   # Each host decodes its share; every host gets all predictions once.
