@@ -34,7 +34,7 @@ scale: $(VENV)/.test
 	$(PY) -m bench.scale
 
 experiment: $(VENV)/.core
-	$(PY) -m bench.experiment
+	$(PY) -m study.run
 
 clean:
 	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""The small-scale accuracy study (python -m study.run; EXPERIMENTS.md)."""
