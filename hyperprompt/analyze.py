@@ -288,6 +288,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
   import gin  # pylint: disable=g-import-not-at-top
   from hyperprompt import checkpoints  # pylint: disable=g-import-not-at-top
   from hyperprompt import gin_cli  # pylint: disable=g-import-not-at-top
+  from hyperprompt import operative_config  # pylint: disable=g-import-not-at-top
   from hyperprompt import tasks  # pylint: disable=g-import-not-at-top
 
   files, bindings, rest = gin_cli.split_gin_flags(
@@ -322,6 +323,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
   lengths = _task_feature_lengths()
   names = _task_names(args.task)
   vocabulary = tasks.task_vocabulary(names[0])
+  operative_config.check_matches(args.checkpoint)
   params = checkpoints.restore_params(
       args.checkpoint, args.step, task_vocabulary=vocabulary,
       expected_params=models.param_shapes(model.module))

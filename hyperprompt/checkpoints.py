@@ -149,7 +149,7 @@ class CheckpointMismatchError(ValueError):
 
 
 # What to do about a mismatch, in every such error.
-_MISMATCH_ADVICE = (
+MISMATCH_ADVICE = (
     'Use the gin files the run was trained with, start a new MODEL_DIR, or '
     'pass the checkpoint as INITIAL_CHECKPOINT_PATH to fine-tune from it.')
 # How many differing arrays an error names.
@@ -219,7 +219,7 @@ def check_tree(stored, configured, item: str,
     named += f' (and {more} more)'
   raise CheckpointMismatchError(
       f'The checkpoint {step_dir} does not match the configured model\'s '
-      f'{what}: {named}. {_MISMATCH_ADVICE}')
+      f'{what}: {named}. {MISMATCH_ADVICE}')
 
 
 def _check_task_vocabulary(task_vocabulary: TaskVocabulary,
@@ -230,7 +230,7 @@ def _check_task_vocabulary(task_vocabulary: TaskVocabulary,
   except ValueError as e:
     message = ' '.join(str(e).split())  # One line.
     raise CheckpointMismatchError(
-        f'{step_dir}: {message} {_MISMATCH_ADVICE}') from None
+        f'{step_dir}: {message} {MISMATCH_ADVICE}') from None
 
 
 def check_data_position(meta: Mapping[str, Any], batch_size: Optional[int],

@@ -22,6 +22,7 @@ from hyperprompt import checkpoints
 from hyperprompt import cli_errors
 from hyperprompt import gin_cli
 from hyperprompt import models
+from hyperprompt import operative_config
 from hyperprompt import quiet_logs
 from hyperprompt.conditioning import precomputed
 from hyperprompt.network import Transformer
@@ -57,6 +58,7 @@ def main(argv=None) -> None:
                                  else argv)
   gin_cli.parse_gin(args.gin_file, bindings, args.gin_search_paths)
   model = gin_cli.transformer()
+  operative_config.check_matches(args.checkpoint)
   params = checkpoints.restore_params(
       args.checkpoint, args.step,
       expected_params=models.param_shapes(model))

@@ -124,6 +124,7 @@ def train(*,
                                   keep=keep_checkpoints,
                                   batch_size=batch_size)
   if ckpt.latest_step() is not None:
+    operative_config.check_matches(model_dir)
     state, batches_consumed = ckpt.restore(train_state.abstract_state(
         optimizer, params_abstract, shardings))
     last_saved = int(state.step)
@@ -303,7 +304,11 @@ def _restored_params(model, model_dir, checkpoint_step, mixture_or_task_name,
   shapes = train_state.input_shapes(model, task_feature_lengths, batch_size)
   abstract, _ = train_state.abstract_params(model, shapes, partitioner)
   conditioner = model.module.conditioner
-  if isinstance(conditioner, precomputed.Precomputed) and conditioner.path:
+  serving = isinstance(conditioner, precomputed.Precomputed) and bool(
+      conditioner.path)
+  # Serving exported prefixes replaces the run's conditioner on purpose.
+  operative_config.check_matches(model_dir, with_conditioner=not serving)
+  if serving:
     stored = checkpoints.restore_params(model_dir, step,
                                         task_vocabulary=task_vocabulary)
     if not set(stored.get('conditioner', {})) <= set(precomputed.NAMES):
