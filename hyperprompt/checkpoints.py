@@ -13,9 +13,13 @@ training-data iterator (tf.data iterator checkpointing, as t5x's
 `<model_dir>/checkpoints/data/<step>/process_<i>-of-<n>/`, written before the
 step's orbax save starts, so every complete step has it.
 
-Checksums are recorded once a save is on disk and verified before a
-restore, so a truncated or bit-flipped file is reported by step and file
-instead of surfacing as a TensorStore traceback or, worse, as NaN losses.
+Checksums are part of each save's commit: orbax writes a step into a
+temporary directory and renames it once complete; the checksums of its files
+are written into that directory just before the rename (orbax's
+post-finalization callback), so every step that exists has them, even if
+the process is killed right after. They are verified before a restore, so a
+truncated or bit-flipped file is reported by step and file instead of
+surfacing as a TensorStore traceback or, worse, as NaN losses.
 A step that cannot be read names the previous step; `train` resumes from it
 (moving the bad step to MODEL_DIR/corrupt_checkpoints/) when
 `Checkpointer.fall_back_to_previous` is set.
@@ -78,6 +82,12 @@ def _crc32(path: str) -> int:
   return crc
 
 
+# Orbax's own step files, written or rewritten by the commit itself (commit
+# time, success marker): bookkeeping, not data, and not final before it.
+_WRITTEN_AT_COMMIT = (CHECKSUMS_FILE, '_CHECKPOINT_METADATA',
+                      'commit_success.txt')
+
+
 def file_checksums(step_dir: str) -> Dict[str, Dict[str, int]]:
   """{path relative to `step_dir`: {'crc32', 'bytes'}} of its files."""
   sums = {}
@@ -85,7 +95,7 @@ def file_checksums(step_dir: str) -> Dict[str, Dict[str, int]]:
     for name in files:
       path = os.path.join(directory, name)
       relative = os.path.relpath(path, step_dir)
-      if relative != CHECKSUMS_FILE:
+      if relative not in _WRITTEN_AT_COMMIT:
         sums[relative] = {'crc32': _crc32(path),
                           'bytes': tf.io.gfile.stat(path).length}
   return sums
@@ -280,8 +290,8 @@ class Checkpointer:
     keep: how many of the latest checkpoints to keep (best ones are kept in
       addition, see `keep_step`).
     async_save: write in a background thread while training continues.
-    checksums: record each file's CRC32 once a save is on disk (this reads
-      the step back once) and verify it before restoring.
+    checksums: record each file's CRC32 as part of the save's commit (this
+      reads the step back once) and verify it before restoring.
     fall_back_to_previous: when the latest step cannot be read, move it to
       MODEL_DIR/corrupt_checkpoints/ and restore the previous step (with a
       warning) instead of stopping.
@@ -300,13 +310,18 @@ class Checkpointer:
     self.batch_size = batch_size
     self.checksums = checksums
     self.fall_back_to_previous = fall_back_to_previous
-    # The step saved last, until its checksums are written.
-    self._unrecorded: Optional[int] = None
+    self.async_save = async_save
+    # The step of the save in progress (or last started).
+    self._saving: Optional[int] = None
     self._best = set()
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=1,  # The runner decides when to save.
         preservation_policy=_KeepLatestAndBest(keep, self._best),
-        enable_async_checkpointing=async_save,
+        # Always orbax's async checkpointer, whose callback writes the
+        # checksums before the commit; a synchronous save waits for it.
+        enable_async_checkpointing=True,
+        async_options=ocp.AsyncOptions(
+            post_finalization_callback=self._write_checksums_before_commit),
         cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=_ITEMS)
@@ -338,8 +353,7 @@ class Checkpointer:
     Raises CheckpointSaveError if this or the previous (background) save
     failed.
     """
-    # Orbax waits for the previous save here anyway; its checksums follow.
-    self._record_checksums()
+    self.check_for_errors()  # A failed background save stops here.
     step = int(jax.device_get(state.step))
     if data_iterator is not None:
       tf.train.Checkpoint(ds=data_iterator).write(self._iterator_prefix(step))
@@ -355,7 +369,9 @@ class Checkpointer:
           meta=ocp.args.JsonSave(meta)), force=True)
     except Exception as e:  # pylint: disable=broad-except
       raise self._save_error(step, e) from e
-    self._unrecorded = step
+    self._saving = step
+    if not self.async_save:
+      self.wait()
     logging.info('Saving checkpoint of step %d in %s.', step, self.directory)
     self._remove_stale_iterators(step)
 
@@ -402,23 +418,30 @@ class Checkpointer:
     try:
       self.manager.check_for_errors()
     except Exception as e:  # pylint: disable=broad-except
-      raise self._save_error(self._unrecorded, e) from e
+      raise self._save_error(self._saving, e) from e
 
-  def _record_checksums(self) -> None:
-    if self._unrecorded is None:
+  def _write_checksums_before_commit(self) -> None:
+    """Orbax's post-finalization callback (its save thread): every item of
+    step `_saving` is complete in its temporary directory, which orbax
+    renames (commits) after this returns. On storage without renames (GCS)
+    orbax writes the step in place and commits with a marker file after
+    this, so the step directory is the one to record."""
+    if not self.checksums or jax.process_index() != 0:
       return
-    step, self._unrecorded = self._unrecorded, None
+    final = os.path.join(self.directory, str(self._saving))
+    pending = tf.io.gfile.glob(f'{final}.orbax-checkpoint-tmp*')
+    if len(pending) > 1:
+      raise CheckpointSaveError(
+          f'Several temporary directories of step {self._saving}: {pending}.')
+    write_checksums(pending[0] if pending else final)
+
+  def wait(self) -> None:
+    """Blocks until background saves are committed, with their checksums;
+    raises CheckpointSaveError if one failed."""
     try:
       self.manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except
-      raise self._save_error(step, e) from e
-    if self.checksums and jax.process_index() == 0:
-      write_checksums(os.path.join(self.directory, str(step)))
-
-  def wait(self) -> None:
-    """Blocks until background saves are on disk (and checksummed)."""
-    self.manager.wait_until_finished()
-    self._record_checksums()
+      raise self._save_error(self._saving, e) from e
 
   def restore(self, abstract_state, step: Optional[int] = None):
     """Restores (state, batches_consumed) at `step` (default: latest).

@@ -2,6 +2,7 @@
 disk and verified on restore, so a flipped byte or a truncated file is
 reported by step and file (with the previous step to resume from), and a
 failed save stops with its cause."""
+import json
 import os
 
 import jax
@@ -44,12 +45,32 @@ def _largest_params_file(model_dir, step):
 
 
 def test_checksums_are_recorded_for_every_saved_step(tmp_path):
-  _save(tmp_path, [2, 4])  # Async: the first is recorded at the second save.
+  _save(tmp_path, [2, 4])
   directory = checkpoints.checkpoint_dir(str(tmp_path))
   for step in (2, 4):
     assert checkpoints.verify_checksums(directory, step)
     recorded = checkpoints.file_checksums(os.path.join(directory, str(step)))
     assert any(name.startswith('params/') for name in recorded)
+
+
+@pytest.mark.parametrize('async_save', [True, False])
+def test_the_checksums_are_committed_with_the_step(tmp_path, async_save):
+  # A run killed right after a save: orbax finishes (commits) the step, and
+  # nothing of ours runs after that (no next save, no close).
+  saver = checkpoints.Checkpointer(str(tmp_path), VOCAB,
+                                   async_save=async_save)
+  saver.save(_state(2), batches_consumed=2)
+  saver.manager.wait_until_finished()
+  directory = checkpoints.checkpoint_dir(str(tmp_path))
+  assert saver.all_steps() == [2]
+  # The record is there and covers every file of the committed step.
+  assert checkpoints.verify_checksums(directory, 2)
+  with open(os.path.join(directory, '2', checkpoints.CHECKSUMS_FILE)) as f:
+    recorded = set(json.load(f))
+  on_disk = set(checkpoints.file_checksums(os.path.join(directory, '2')))
+  assert {n for n in on_disk if n.startswith(('params/', 'opt_state/'))} <= (
+      recorded)
+  saver.manager.close()
 
 
 def test_a_flipped_byte_is_named_by_step_and_file(tmp_path):
