@@ -7,8 +7,11 @@ all files, e.g. `--gin.BATCH_SIZE=8`; `--gin_bindings=NAME=VALUE` works too)
 and `--gin_search_paths=DIR[,DIR...]` (comma-separated, repeatable).
 
 A macro bound but never used (`--gin.BATCH_SIZ=8`) is an error naming it and
-the closest macro that is used; the macros of the shipped gin files are
-exempt, since each composition uses only some of them.
+the closest macro that is used. A macro that only the shipped gin files
+assign may go unused (each composition uses some of them); one the user
+assigns, on the command line or in their own gin file, may not, even if a
+shipped file also assigns it (`--gin.PREFIX_FILE=...` without
+precomputed.gin would otherwise be silently ignored).
 """
 import argparse
 import difflib
@@ -17,7 +20,7 @@ import importlib.util
 import logging
 import os
 import re
-from typing import Dict, List, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import gin
 
@@ -131,7 +134,7 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str],
   except Exception as e:
     raise SystemExit(f'Error in the gin configuration ({", ".join(files)}): '
                      f'{e}') from e
-  _check_macros_used()
+  _check_macros_used(_user_macros(files, bindings, search_dirs))
 
 
 # The decoders a binding may name, as t5x users write
@@ -169,6 +172,38 @@ def _shipped_macros() -> Set[str]:
   return names
 
 
+def _find_gin_file(path: str, search_dirs: Sequence[str]) -> Optional[str]:
+  """The file gin reads for `path`: as given, else in the first search
+  directory (the user's, then the shipped ones) that has it."""
+  for directory in ('', *search_dirs, *gin_search_paths()):
+    candidate = os.path.join(directory, path)
+    if os.path.isfile(candidate):
+      return os.path.realpath(candidate)
+  return None
+
+
+_INCLUDE_LINE = re.compile(r'''^include\s+['"]([^'"]+)['"]''', re.MULTILINE)
+
+
+def _user_macros(files: Sequence[str], bindings: Sequence[str],
+                 search_dirs: Sequence[str]) -> Set[str]:
+  """Macros assigned by the command line or by gin files outside the
+  shipped directories (and the user files those include)."""
+  names = {m for b in bindings for m in _MACRO_LINE.findall(b.strip())}
+  shipped = tuple(os.path.realpath(d) + os.sep for d in gin_search_paths())
+  todo, seen = list(files), set()
+  while todo:
+    path = _find_gin_file(todo.pop(), search_dirs)
+    if path is None or path in seen or path.startswith(shipped):
+      continue
+    seen.add(path)
+    with open(path) as f:
+      text = f.read()
+    names.update(_MACRO_LINE.findall(text))
+    todo.extend(_INCLUDE_LINE.findall(text))
+  return names
+
+
 def _macro_bindings() -> Dict[str, object]:
   """{macro name: bound value} of the parsed configuration."""
   # gin stores `NAME = value` as the parameter `value` of the configurable
@@ -178,13 +213,14 @@ def _macro_bindings() -> Dict[str, object]:
           if selector == 'gin.macro'}
 
 
-def _check_macros_used() -> None:
-  """Raises SystemExit naming each bound macro no binding refers to."""
+def _check_macros_used(user_macros: Set[str]) -> None:
+  """Raises SystemExit naming each bound macro no binding refers to,
+  unless only the shipped gin files assign it."""
   bound = _macro_bindings()
   used = {'/'.join(ref.scopes)
           for ref in gin.config.iterate_references(gin.config._CONFIG)  # pylint: disable=protected-access
           if ref.selector == 'gin.macro'}
-  unused = sorted(set(bound) - used - _shipped_macros())
+  unused = sorted(set(bound) - used - (_shipped_macros() - user_macros))
   if not unused:
     return
   problems = []
