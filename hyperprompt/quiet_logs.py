@@ -8,7 +8,15 @@ not do are dropped. TensorFlow, which only reads data here, is imported with
 its C++ start-up notices silenced (oneDNN, and CUDA probing on a machine
 without a GPU); TF_CPP_MIN_LOG_LEVEL does not reach them, since they are
 written before absl's logging is initialised.
+
+libtpu (in the test and tpu extras) prints TPU_WORKER_HOSTNAMES and
+accelerator-type notices whenever JAX tries its TPU backend, which it does
+when JAX_PLATFORMS is unset. On a machine with no accelerator device at all
+(no TPU, no GPU) CPU is the only backend JAX could choose, so `configure`
+says so (`jax_platforms = 'cpu'`); with any accelerator present, or
+JAX_PLATFORMS set, JAX chooses as always.
 """
+import glob
 import logging
 import os
 import sys
@@ -43,8 +51,38 @@ class _OnceAndNotExpected(logging.Filter):
     return True
 
 
+# PCI vendors of accelerators: Google (TPU), NVIDIA, AMD/ATI (ROCm GPUs).
+_ACCELERATOR_VENDORS = ('0x1ae0', '0x10de', '0x1002')
+# Device files of TPUs (accel: v2-v4; vfio: v5e and later) and GPUs.
+_ACCELERATOR_DEVICES = ('/dev/accel*', '/dev/vfio/*', '/dev/nvidia*',
+                        '/dev/kfd')
+
+
+def has_accelerator() -> bool:
+  """Whether any TPU or GPU device may be present (PCI vendor or /dev)."""
+  for path in glob.glob('/sys/bus/pci/devices/*/vendor'):
+    try:
+      with open(path) as f:
+        if f.read().strip() in _ACCELERATOR_VENDORS:
+          return True
+    except OSError:
+      return True  # Cannot tell: let JAX look.
+  return any(glob.glob(pattern) for pattern in _ACCELERATOR_DEVICES)
+
+
+def cpu_without_accelerators() -> None:
+  """JAX on CPU, without probing libtpu, where nothing else exists."""
+  if 'JAX_PLATFORMS' in os.environ or has_accelerator():
+    return
+  os.environ['JAX_PLATFORMS'] = 'cpu'  # Also for child processes.
+  if 'jax' in sys.modules:  # Imported before this: its config read the env.
+    sys.modules['jax'].config.update('jax_platforms', 'cpu')
+
+
 def configure(level: int = logging.INFO) -> None:
-  """INFO from the run; WARNING and above, once each, from libraries."""
+  """INFO from the run; WARNING and above, once each, from libraries; JAX
+  on CPU without libtpu's notices where there is no accelerator."""
+  cpu_without_accelerators()
   logging.basicConfig(level=level,
                       format='%(asctime)s %(levelname)s %(message)s',
                       force=True)
