@@ -16,6 +16,7 @@ import pytest
 from hyperprompt import cli_errors
 from hyperprompt import gin_cli
 from hyperprompt import main
+from hyperprompt import quiet_logs
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), 'hyperprompt')
 TINY_RUN = ['--gin_file=models/sizes/tiny.gin',
@@ -26,9 +27,11 @@ SYNTHETIC = ['--gin_file=runs/synthetic.gin',
              '--gin.synthetic.dataset_config.num_validation=4']
 
 
-def _run(args, timeout=600):
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+def _run(args, timeout=600, jax_platforms='cpu'):
+  env = {**os.environ, 'JAX_PLATFORMS': jax_platforms}
   env.pop(cli_errors.VERBOSE_ENV, None)
+  if jax_platforms is None:
+    del env['JAX_PLATFORMS']
   return subprocess.run(args, capture_output=True, text=True, env=env,
                         timeout=timeout, check=False)
 
@@ -43,27 +46,58 @@ def _clear_gin():
   gin.clear_config()
 
 
+# `make demo`'s run (python -m hyperprompt.demo), at a tiny step count.
+DEMO_TINY = ['--gin.TRAIN_STEPS=2', '--gin.BATCH_SIZE=8',
+             '--gin.EVAL_PERIOD=2', '--gin.CHECKPOINT_PERIOD=2',
+             '--gin.runner.train.log_period=1',
+             '--gin.runner.train.eval_batch_size=8',
+             '--gin.runner.train.plot=False',
+             '--gin.trainer.cosine_decay_schedule.warmup_steps=1',
+             '--gin.synthetic.dataset_config.num_validation=2']
+GLOBAL = ['--gin_file=models/sizes/tiny.gin',
+          '--gin_file=models/conditioners/hyperprompt_global.gin']
+
+
 @pytest.mark.skipif(not os.path.exists(SCRIPT),
                     reason='the console script is not installed')
-def test_console_script_readme_routes_exit_zero_and_print_no_state(
-    tmp_path):
-  """train, eval, export, and infer serving the exported prefixes."""
-  model_dir = tmp_path / 'run'
-  train = _run([SCRIPT, 'train', *TINY_RUN,
-                f'--gin.MODEL_DIR="{model_dir}"', '--gin.TRAIN_STEPS=2',
-                '--gin.BATCH_SIZE=8', '--gin.EVAL_PERIOD=0',
-                '--gin.runner.train.plot=False'])
-  assert train.returncode == 0, train.stderr[-2000:]
-  # The runner's return value (the TrainState) is never printed.
-  assert 'TrainState' not in train.stdout + train.stderr
+def test_readme_routes_on_one_demo_run(tmp_path):
+  """One chain of the README's commands on one tiny trained run: the demo,
+  resuming it with the console script, eval with beam search, export, and
+  infer serving the exported prefixes. Each exits 0 and prints no state."""
+  root = tmp_path / 'demo'
+  demo = _run([sys.executable, '-m', 'hyperprompt.demo',
+               f'--model_dir={root}', *DEMO_TINY])
+  assert demo.returncode == 0, demo.stderr[-2000:]
+  # The demo's plan, then its table: nine tasks and the mean, both models.
+  assert 'Two training runs' in demo.stdout
+  table = demo.stdout.split('Validation scores')[1].splitlines()
+  assert 'HyperPrompt-Global' in table[2] and 'vanilla T5' in table[2]
+  assert [line.split()[0] for line in table[3:]] == sorted(
+      f'hp_synthetic_{t}' for t in ('copy', 'first', 'first_large',
+                                    'first_small', 'last_even', 'last_odd',
+                                    'max', 'reverse', 'sort')) + ['mean']
+  model_dir = root / 'hyperprompt_global'
   # gin's operative config, as t5x writes it.
   config = (model_dir / 'config.gin').read_text()
   assert 'BATCH_SIZE = 8' in config and 'runner.train' in config
-  evaluate = _run([sys.executable, '-m', 'hyperprompt.eval',
-                   '--gin_file=models/sizes/tiny.gin',
-                   '--gin_file=models/conditioners/hyperprompt_global.gin',
-                   '--gin_file=runs/eval.gin', *SYNTHETIC,
-                   f'--gin.MODEL_DIR="{model_dir}"', '--gin.BATCH_SIZE=8'])
+
+  # Resuming with the console script: a schedule knob may change (recorded
+  # as config_1.gin); TRAIN_STEPS is reached, so nothing is compiled.
+  train = _run([SCRIPT, 'train', *GLOBAL, '--gin_file=runs/demo.gin',
+                f'--gin.MODEL_DIR="{model_dir}"', *DEMO_TINY,
+                '--gin.runner.train.log_period=5'])
+  assert train.returncode == 0, train.stderr[-2000:]
+  # The runner's return value (the TrainState) is never printed.
+  assert 'TrainState' not in train.stdout + train.stderr
+  assert 'log_period = 5' in (model_dir / 'config_1.gin').read_text()
+
+  # Beam search from the command line, on the console script.
+  evaluate = _run([SCRIPT, 'eval', *GLOBAL, '--gin_file=runs/eval.gin',
+                   *SYNTHETIC, f'--gin.MODEL_DIR="{model_dir}"',
+                   '--gin.BATCH_SIZE=8',
+                   '--gin.models.EncoderDecoderModel.decode_fn='
+                   '@decoding.beam_search',
+                   '--gin.models.EncoderDecoderModel.num_decodes=2'])
   assert evaluate.returncode == 0, evaluate.stderr[-2000:]
   assert (model_dir / 'eval_2.json').exists()
   # Quiet logs: no CUDA probing noise on CPU, no orbax notes about the
@@ -73,13 +107,12 @@ def test_console_script_readme_routes_exit_zero_and_print_no_state(
   warnings = [line.split(' WARNING ', 1)[1] for line in
               evaluate.stderr.splitlines() if ' WARNING ' in line]
   assert len(warnings) == len(set(warnings)), warnings
+
   # README: export the prefixes, then serve them on the run's backbone with
   # precomputed.gin and PREFIX_FILE.
   prefix_file = tmp_path / 'prefixes.npz'
-  export = _run([SCRIPT, 'export', '--gin_file=models/sizes/tiny.gin',
-                 '--gin_file=models/conditioners/hyperprompt_global.gin',
-                 '--gin.NUM_TASKS=9', f'--checkpoint={model_dir}',
-                 f'--output={prefix_file}'])
+  export = _run([SCRIPT, 'export', *GLOBAL, '--gin.NUM_TASKS=9',
+                 f'--checkpoint={model_dir}', f'--output={prefix_file}'])
   assert export.returncode == 0, export.stderr[-2000:]
   served = tmp_path / 'served.jsonl'
   infer = _run([sys.executable, '-m', 'hyperprompt.infer',
@@ -93,15 +126,16 @@ def test_console_script_readme_routes_exit_zero_and_print_no_state(
   assert len(served.read_text().splitlines()) == 9 * 4
 
 
-@pytest.mark.skipif(not os.path.exists(SCRIPT),
-                    reason='the console script is not installed')
-def test_console_script_misspelled_macro_is_one_line_and_exit_one(tmp_path):
-  result = _run([SCRIPT, 'train', *TINY_RUN,
-                 f'--gin.MODEL_DIR="{tmp_path}"', '--gin.TRAIN_STEPS=2',
-                 '--gin.BATCH_SIZ=8'])
-  assert result.returncode == 1
-  assert 'Traceback' not in result.stderr
-  last = _last_line(result.stderr)
+def test_misspelled_macro_is_one_line_and_exit_one(tmp_path, capsys):
+  # console_main is the console script's function (the routes above run the
+  # script itself); in-process, this takes no extra interpreter start.
+  with pytest.raises(SystemExit) as exit_info:
+    main.console_main(['train', *TINY_RUN, f'--gin.MODEL_DIR="{tmp_path}"',
+                       '--gin.TRAIN_STEPS=2', '--gin.BATCH_SIZ=8'])
+  assert exit_info.value.code == 1
+  err = capsys.readouterr().err
+  assert 'Traceback' not in err
+  last = _last_line(err)
   assert 'BATCH_SIZ ' in last and 'did you mean BATCH_SIZE' in last
   assert not os.listdir(tmp_path)  # Failed before anything was written.
 
@@ -110,19 +144,26 @@ def test_console_script_misspelled_macro_is_one_line_and_exit_one(tmp_path):
                     reason='the console script is not installed')
 def test_console_script_params_route_of_the_readme():
   # README: HyperPrompt-Global on T5.1.1-XXL with 8 tasks adds 0.137%.
+  # As a user runs it, JAX_PLATFORMS unset: libtpu (test extra) is installed.
   result = _run([SCRIPT, 'params', '--gin_file=models/sizes/t5_1_1_xxl.gin',
                  '--gin_file=models/conditioners/hyperprompt_global.gin',
-                 '--gin.NUM_TASKS=8'])
+                 '--gin.NUM_TASKS=8'], jax_platforms=None)
   assert result.returncode == 0, result.stderr[-2000:]
+  if not quiet_logs.has_accelerator():
+    # No libtpu start-up notices where there is no TPU.
+    for noise in ('TPU_WORKER_HOSTNAMES', 'accelerator type', 'libtpu'):
+      assert noise not in result.stderr, result.stderr[-2000:]
   overhead = result.stdout.split('overhead:')[1].split('%')[0]
   assert round(float(overhead), 3) == 0.137
 
 
-def test_help_lists_the_t5x_flags():
-  result = _run([sys.executable, '-m', 'hyperprompt.train', '--help'])
-  assert result.returncode == 0
+def test_help_lists_the_t5x_flags(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    main.run('train', ['--help'])
+  assert exit_info.value.code == 0
+  out = capsys.readouterr().out
   for flag in ('--gin_file', '--gin.NAME', '--gin_search_paths', '--verbose'):
-    assert flag in result.stdout
+    assert flag in out
 
 
 def test_an_error_is_one_line_and_exit_one_without_verbose(capsys):
@@ -141,7 +182,6 @@ def test_an_error_is_one_line_and_exit_one_without_verbose(capsys):
 
 
 def test_each_warning_once_and_orbax_notes_dropped(capsys):
-  from hyperprompt import quiet_logs  # pylint: disable=g-import-not-at-top
   import logging  # pylint: disable=g-import-not-at-top
   quiet_logs.configure()
   log = logging.getLogger('seqio')
@@ -211,11 +251,26 @@ def test_unused_macro_in_a_users_file_is_an_error(tmp_path):
 
 
 def test_shipped_macros_unused_by_a_composition_are_fine():
-  # runs/train.gin sets INITIAL_CHECKPOINT_PATH etc.; the eval files do
-  # not use TRAIN_STEPS, which a user may still pass to every command.
+  # runs/synthetic.gin assigns VOCABULARY, MIXTURE_OR_TASK_NAME and
+  # TASK_FEATURE_LENGTHS; without a run file nothing uses them.
   gin_cli.parse_gin(['models/sizes/tiny.gin', 'models/conditioners/none.gin',
-                     'runs/eval.gin', 'runs/synthetic.gin'],
-                    ['MODEL_DIR = "/x"', 'TRAIN_STEPS = 2'])
+                     'runs/synthetic.gin'], ['NUM_TASKS = 9'])
+
+
+@pytest.mark.parametrize('binding', ['TRAIN_STEPS = 2',
+                                     'INITIAL_CHECKPOINT_PATH = "/ckpt"'])
+def test_a_shipped_macro_the_user_binds_must_be_used(binding, tmp_path):
+  # runs/train.gin assigns both, but eval uses neither: the user's value
+  # would be silently ignored.
+  eval_files = ['models/sizes/tiny.gin', 'models/conditioners/none.gin',
+                'runs/eval.gin', 'runs/synthetic.gin']
+  name = binding.split(' ')[0]
+  with pytest.raises(SystemExit, match=f'never used: {name}'):
+    gin_cli.parse_gin(eval_files, ['MODEL_DIR = "/x"', binding])
+  mine = tmp_path / 'mine.gin'
+  mine.write_text(f'include "runs/synthetic.gin"\n{binding}\n')
+  with pytest.raises(SystemExit, match=f'never used: {name}'):
+    gin_cli.parse_gin([*eval_files[:3], str(mine)], ['MODEL_DIR = "/x"'])
 
 
 def test_gin_search_paths_are_comma_separated_like_t5x(tmp_path):
@@ -226,8 +281,9 @@ def test_gin_search_paths_are_comma_separated_like_t5x(tmp_path):
               second / 'my_data.gin')
   parser = main.argparse.ArgumentParser()
   args, bindings = gin_cli.parse(parser, [
-      f'--gin_search_paths={first},{second}', '--gin_file=my_data.gin',
-      '--gin.NUM_TASKS=9'])
+      f'--gin_search_paths={first},{second}', '--gin_file=models/sizes/tiny.gin',
+      '--gin_file=models/conditioners/none.gin', '--gin_file=runs/eval.gin',
+      '--gin_file=my_data.gin', '--gin.MODEL_DIR="/x"'])
   assert args.gin_search_paths == [str(first), str(second)]
   gin_cli.parse_gin(args.gin_file, bindings, args.gin_search_paths)
   assert gin.query_parameter('%MIXTURE_OR_TASK_NAME') == 'hp_synthetic'

@@ -181,6 +181,29 @@ def test_stock_checkpoint_into_hyperprompt_keeps_every_weight(
       plain.apply({'params': stock}, enc, dec, dec, enable_dropout=False))
 
 
+def test_another_conditioners_parameters_are_not_loaded_and_named(
+    tmp_path, caplog):
+  """Fine-tuning a HyperPrompt run with another conditioner (here none):
+  the backbone comes from the run, its hypernetwork is named, not loaded;
+  an unknown backbone parameter is still an error."""
+  trained = init(conditioned(), seed=5)
+  write_t5x_legacy(tmp_path / 'run', trained)
+  template = init(Transformer(CONFIG), seed=6)
+  with caplog.at_level(logging.WARNING):
+    loaded = pretrained.load_pretrained(tmp_path / 'run', template)
+  backbone = {k: v for k, v in trained.items() if k != 'conditioner'}
+  assert set(loaded) == set(backbone)
+  for path, value in traverse_util.flatten_dict(backbone, sep='/').items():
+    np.testing.assert_array_equal(
+        traverse_util.flatten_dict(loaded, sep='/')[path], value)
+  for path in traverse_util.flatten_dict(trained['conditioner'], sep='/'):
+    assert 'conditioner/' + path in caplog.text
+  extra = dict(trained, extra={'kernel': np.ones(2, np.float32)})
+  write_t5x_legacy(tmp_path / 'extra', extra)
+  with pytest.raises(ValueError, match='not in the model: extra/kernel'):
+    pretrained.load_pretrained(tmp_path / 'extra', template)
+
+
 def test_mismatched_checkpoint_names_the_parameter(tmp_path):
   stock = init(Transformer(CONFIG), seed=3)
   del stock['decoder']['layers_1']['mlp']['wo']

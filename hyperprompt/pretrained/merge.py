@@ -5,7 +5,10 @@ parameter tree's naming ('encoder/layers_0/attention/query/kernel', ...);
 `merge_pretrained` puts it into a params tree: every backbone parameter must
 come from the checkpoint with the right shape; conditioning parameters the
 checkpoint lacks keep their fresh initialisation and are listed in the log.
-Anything else is an error that names the parameter.
+Conditioning parameters the model lacks (a run of another conditioner,
+fine-tuned with a new one, or served from its exported prefixes with
+precomputed.gin) are not loaded, and are listed in a warning. Anything else
+is an error that names the parameter.
 """
 import logging
 from typing import Any, Dict, Mapping
@@ -47,6 +50,9 @@ def merge_pretrained(template: Mapping[str, Any], pretrained: Flat,
     else:
       missing.append(path)
   unexpected = sorted(set(pretrained) - set(flat))
+  # Another conditioner's parameters: the model has its own (fresh above).
+  foreign = [p for p in unexpected if p.split('/')[0] == CONDITIONER]
+  unexpected = [p for p in unexpected if p not in foreign]
   problems = []
   if missing:
     problems.append('missing from the checkpoint: ' + ', '.join(missing))
@@ -60,6 +66,9 @@ def merge_pretrained(template: Mapping[str, Any], pretrained: Flat,
         f'Checkpoint {source} does not match the model config ('
         + ' | '.join(problems) + '). Check the model size gin file against '
         'the checkpoint.')
+  if foreign:
+    logging.warning('Not loaded from %s (another conditioner\'s, not in this '
+                    'model): %s', source, ', '.join(foreign))
   if fresh:
     logging.info('Initialised fresh (not in %s): %s', source, ', '.join(fresh))
   return traverse_util.unflatten_dict(merged, sep='/')
