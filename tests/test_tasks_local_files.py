@@ -164,3 +164,48 @@ def test_unreadable_sentencepiece_model_names_the_gin_parameter(tmp_path):
   with pytest.raises(OSError, match=f"SentencePiece model {tmp_path}/none"
                      ".*text_vocabulary.sentencepiece_path="):
     tokenizer.text_vocabulary(sentencepiece_path=str(tmp_path / "none"))
+
+
+def test_readme_glue_route_on_local_files_and_vocabulary(tmp_path):
+  """The README's GLUE train command, offline: its flags plus the two gin
+  parameters the README names for local data and a local SentencePiece
+  model, parsed as the command line does, give the runner's training
+  batches (no model is compiled: t5_1_1_base is the README's size)."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from hyperprompt import data, gin_cli, models, partitioning  # pylint: disable=g-import-not-at-top
+  spm = os.path.join(os.path.dirname(seqio.__file__), "test_data",
+                     "sentencepiece", "sentencepiece.model")
+  if not os.path.exists(spm):
+    pytest.skip("seqio's test SentencePiece model is not installed")
+  rte = tmp_path / "glue_data" / "RTE" / "train.tsv"
+  rte.parent.mkdir(parents=True)
+  rte.write_text("index\tsentence1\tsentence2\tlabel\n"
+                 "0\tA dog runs.\tAn animal moves.\tentailment\n"
+                 "1\tIt rains.\tThe sun shines.\tnot_entailment\n")
+  args, bindings = gin_cli.parse(argparse.ArgumentParser(), [
+      "--gin_file=models/sizes/t5_1_1_base.gin",
+      "--gin_file=models/conditioners/hyperprompt_global.gin",
+      "--gin_file=runs/train.gin", '--gin.MODEL_DIR="/tmp/hp_glue"',
+      '--gin.MIXTURE_OR_TASK_NAME="hp_glue_rte"',
+      "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 4}",
+      "--gin.TRAIN_STEPS=200000",
+      f'--gin.hyperprompt.tasks.sources.local_data_dirs.glue="{rte.parent.parent}"',
+      "--gin.hyperprompt.tasks.tokenizer.text_vocabulary.sentencepiece_path="
+      f'"{spm}"'])
+  gin_cli.parse_gin(args.gin_file, bindings, args.gin_search_paths)
+  gin_cli.check_macro_values()
+  model = gin.get_configurable(models.EncoderDecoderModel)()
+  batch = next(data.as_numpy_batches(iter(data.train_dataset(
+      "hp_glue_rte", {"inputs": 32, "targets": 4}, 2,
+      partitioning.Partitioner().shard_info(), model=model))))
+  model.validate_batch(batch)
+  assert batch["encoder_input_tokens"].shape == (2, 32)
+  # The task's id is its place in hp_glue's task vocabulary.
+  rte_id = list(hyperprompt.tasks.task_vocabulary("hp_glue").names).index(
+      "hp_glue_rte")
+  assert set(batch["task_ids"].ravel()) == {rte_id}
+  vocabulary = model.input_vocabulary
+  texts = {vocabulary.decode(row.tolist())
+           for row in batch["encoder_input_tokens"]}
+  assert any("dog" in t for t in texts) or any("rains" in t for t in texts)
