@@ -20,9 +20,13 @@ against the data position by checkpoints.py), learning rate, decoder,
 evaluation settings. A resumed run whose configuration differs in those
 keeps the original config.gin and writes config_<N>.gin beside it.
 
-Only bindings present on both sides are compared (export and analyze build
+Bindings are compared by configurable and parameter, in whatever gin scope
+they were called (train builds the model through the MODEL macro, export
+directly), and only those present on both sides (export and analyze build
 the network without its vocabularies); a conditioner of another class shows
-as `network.Transformer.conditioner`. Serving exported prefixes
+as `network.Transformer.conditioner`. A value computed by a configurable
+call (`NUM_TASKS = @mixtures.num_tasks()`) is compared with another call
+(and that call's own bindings: the mixture), not with a literal. Serving exported prefixes
 (precomputed.gin on the backbone of a HyperPrompt run) compares the backbone
 and vocabularies only (`with_conditioner=False`).
 """
@@ -44,8 +48,8 @@ RUNTIME_T5_CONFIG = ('dropout_rate', 'dtype', 'remat_policy')
 # How many differing bindings an error names.
 _NAMED_DIFFERENCES = 3
 
-# (scope, selector, parameter name); a macro is ('', NAME, '').
-Key = Tuple[str, str, str]
+# (selector, parameter name); a macro is (NAME, '').
+Key = Tuple[str, str]
 
 
 def write(model_dir: str) -> Optional[str]:
@@ -108,15 +112,15 @@ class _Delegate(config_parser.ParserDelegate):
 
 
 def bindings(config: str) -> Dict[Key, Any]:
-  """{(scope, selector, parameter): value} of an operative config's text,
-  with macros replaced by their values (references stay `@name()`)."""
+  """{(selector, parameter): value} of an operative config's text, gin
+  scopes dropped, macros replaced by their values (references stay
+  `@name()`)."""
   parsed = {}
   for statement in config_parser.ConfigParser(config, _Delegate()):
     if isinstance(statement, config_parser.BindingStatement):
-      parsed[(statement.scope, statement.selector, statement.arg_name)] = (
-          statement.value)
-  macros = {selector: value for (scope, selector, arg), value
-            in parsed.items() if not arg and not scope}
+      parsed[(statement.selector, statement.arg_name)] = statement.value
+  macros = {selector: value for (selector, arg), value in parsed.items()
+            if not arg}
 
   def resolve(value, seen=()):
     if isinstance(value, _Macro):
@@ -152,7 +156,7 @@ def defining_keys(parsed: Dict[Key, Any],
   """The bindings of `parsed` that define the checkpoint (module docstring)."""
   roots = []
   for key in parsed:
-    _, selector, arg = key
+    selector, arg = key
     name = _short(selector)
     if name == 'T5Config' or (
         name == 'Transformer' and (with_conditioner or arg != 'conditioner')
@@ -170,11 +174,11 @@ def defining_keys(parsed: Dict[Key, Any],
         continue
       visited.add(name)
       # The referenced configurable's bindings, in any scope.
-      todo.extend(k for k in parsed if k[2] and (
-          k[1] == name or k[1].endswith('.' + name) or
-          name.endswith('.' + k[1])))
+      todo.extend(k for k in parsed if k[1] and (
+          k[0] == name or k[0].endswith('.' + name) or
+          name.endswith('.' + k[0])))
   return sorted(k for k in keys
-                if not (_short(k[1]) == 'T5Config' and k[2] in RUNTIME_T5_CONFIG))
+                if not (_short(k[0]) == 'T5Config' and k[1] in RUNTIME_T5_CONFIG))
 
 
 def differences(saved: str, current: str,
@@ -186,10 +190,16 @@ def differences(saved: str, current: str,
       defining_keys(new, with_conditioner))
   found = []
   for key in sorted(keys):
-    if key in old and key in new and old[key] != new[key]:
-      scope, selector, arg = key
-      name = f'{scope + "/" if scope else ""}{selector}.{arg}'
-      found.append(f'{name} = {old[key]!r} in the run, {new[key]!r} now')
+    if key not in old or key not in new:
+      continue
+    if isinstance(old[key], _Reference) != isinstance(new[key], _Reference):
+      # A computed value against a literal, e.g. NUM_TASKS from the mixture
+      # in training and `--gin.NUM_TASKS=9` for export: gin evaluates the
+      # call only when running; the parameter-tree check sees its effect.
+      continue
+    if old[key] != new[key]:
+      found.append(f'{key[0]}.{key[1]} = {old[key]!r} in the run, '
+                   f'{new[key]!r} now')
   return found
 
 

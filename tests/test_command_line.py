@@ -62,8 +62,8 @@ GLOBAL = ['--gin_file=models/sizes/tiny.gin',
                     reason='the console script is not installed')
 def test_readme_routes_on_one_demo_run(tmp_path):
   """One chain of the README's commands on one tiny trained run: the demo,
-  resuming it with the console script, eval with beam search, export, and
-  infer serving the exported prefixes. Each exits 0 and prints no state."""
+  resuming it, eval with beam search, export, and infer serving the
+  exported prefixes. Each exits 0 and prints no state."""
   root = tmp_path / 'demo'
   demo = _run([sys.executable, '-m', 'hyperprompt.demo',
                f'--model_dir={root}', *DEMO_TINY])
@@ -81,15 +81,16 @@ def test_readme_routes_on_one_demo_run(tmp_path):
   config = (model_dir / 'config.gin').read_text()
   assert 'BATCH_SIZE = 8' in config and 'runner.train' in config
 
-  # Resuming with the console script: a schedule knob may change (recorded
-  # as config_1.gin); TRAIN_STEPS is reached, so nothing is compiled.
-  train = _run([SCRIPT, 'train', *GLOBAL, '--gin_file=runs/demo.gin',
-                f'--gin.MODEL_DIR="{model_dir}"', *DEMO_TINY,
-                '--gin.runner.train.log_period=5'])
-  assert train.returncode == 0, train.stderr[-2000:]
-  # The runner's return value (the TrainState) is never printed.
-  assert 'TrainState' not in train.stdout + train.stderr
+  # Resuming with the console script's function (in-process: TRAIN_STEPS
+  # is reached, so nothing is compiled). A schedule knob may change; it is
+  # recorded as config_1.gin. The runner's return value (the TrainState)
+  # is never returned to the script's wrapper, so never printed.
+  assert main.console_main([
+      'train', *GLOBAL, '--gin_file=runs/demo.gin',
+      f'--gin.MODEL_DIR="{model_dir}"', *DEMO_TINY,
+      '--gin.runner.train.log_period=5']) is None
   assert 'log_period = 5' in (model_dir / 'config_1.gin').read_text()
+  gin.clear_config()
 
   # Beam search from the command line, on the console script.
   evaluate = _run([SCRIPT, 'eval', *GLOBAL, '--gin_file=runs/eval.gin',
@@ -103,17 +104,23 @@ def test_readme_routes_on_one_demo_run(tmp_path):
   # Quiet logs: no CUDA probing noise on CPU, no orbax notes about the
   # read-only restore, each warning once.
   for noise in ('cuInit', 'cuda drivers', 'Given directory is read only'):
-    assert noise not in train.stderr + evaluate.stderr
+    assert noise not in demo.stderr + evaluate.stderr
   warnings = [line.split(' WARNING ', 1)[1] for line in
               evaluate.stderr.splitlines() if ' WARNING ' in line]
   assert len(warnings) == len(set(warnings)), warnings
 
   # README: export the prefixes, then serve them on the run's backbone with
   # precomputed.gin and PREFIX_FILE.
+  # As a user runs it, JAX_PLATFORMS unset: libtpu (test extra) is
+  # installed, and prints nothing where there is no TPU.
   prefix_file = tmp_path / 'prefixes.npz'
   export = _run([SCRIPT, 'export', *GLOBAL, '--gin.NUM_TASKS=9',
-                 f'--checkpoint={model_dir}', f'--output={prefix_file}'])
+                 f'--checkpoint={model_dir}', f'--output={prefix_file}'],
+                jax_platforms=None)
   assert export.returncode == 0, export.stderr[-2000:]
+  if not quiet_logs.has_accelerator():
+    for noise in ('TPU_WORKER_HOSTNAMES', 'accelerator type', 'libtpu'):
+      assert noise not in export.stderr, export.stderr[-2000:]
   served = tmp_path / 'served.jsonl'
   infer = _run([sys.executable, '-m', 'hyperprompt.infer',
                 '--gin_file=models/sizes/tiny.gin',
@@ -132,28 +139,23 @@ def test_misspelled_macro_is_one_line_and_exit_one(tmp_path, capsys):
   with pytest.raises(SystemExit) as exit_info:
     main.console_main(['train', *TINY_RUN, f'--gin.MODEL_DIR="{tmp_path}"',
                        '--gin.TRAIN_STEPS=2', '--gin.BATCH_SIZ=8'])
-  assert exit_info.value.code == 1
-  err = capsys.readouterr().err
-  assert 'Traceback' not in err
-  last = _last_line(err)
-  assert 'BATCH_SIZ ' in last and 'did you mean BATCH_SIZE' in last
+  # SystemExit with a message: Python prints it to stderr, as the last line
+  # and without a traceback, and exits with status 1.
+  message = exit_info.value.code
+  assert isinstance(message, str) and '\n' not in message
+  assert 'BATCH_SIZ ' in message and 'did you mean BATCH_SIZE' in message
+  assert 'Traceback' not in capsys.readouterr().err
   assert not os.listdir(tmp_path)  # Failed before anything was written.
 
 
-@pytest.mark.skipif(not os.path.exists(SCRIPT),
-                    reason='the console script is not installed')
-def test_console_script_params_route_of_the_readme():
+def test_params_route_of_the_readme(capsys):
   # README: HyperPrompt-Global on T5.1.1-XXL with 8 tasks adds 0.137%.
-  # As a user runs it, JAX_PLATFORMS unset: libtpu (test extra) is installed.
-  result = _run([SCRIPT, 'params', '--gin_file=models/sizes/t5_1_1_xxl.gin',
-                 '--gin_file=models/conditioners/hyperprompt_global.gin',
-                 '--gin.NUM_TASKS=8'], jax_platforms=None)
-  assert result.returncode == 0, result.stderr[-2000:]
-  if not quiet_logs.has_accelerator():
-    # No libtpu start-up notices where there is no TPU.
-    for noise in ('TPU_WORKER_HOSTNAMES', 'accelerator type', 'libtpu'):
-      assert noise not in result.stderr, result.stderr[-2000:]
-  overhead = result.stdout.split('overhead:')[1].split('%')[0]
+  # (console_main in-process: the chain above runs the script itself.)
+  main.console_main(['params', '--gin_file=models/sizes/t5_1_1_xxl.gin',
+                     '--gin_file=models/conditioners/hyperprompt_global.gin',
+                     '--gin.NUM_TASKS=8'])
+  out = capsys.readouterr().out
+  overhead = out.split('overhead:')[1].split('%')[0]
   assert round(float(overhead), 3) == 0.137
 
 

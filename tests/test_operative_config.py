@@ -108,3 +108,21 @@ def test_no_saved_config_or_no_gin_is_nothing_to_compare(tmp_path):
   gin.clear_config()
   (tmp_path / 'config.gin').write_text('NUM_TASKS = 3\n')
   operative_config.check_matches(str(tmp_path))  # A Python caller.
+
+
+def test_scopes_do_not_hide_a_difference(tmp_path):
+  # train builds the model through the MODEL macro (bindings scoped MODEL/),
+  # export and analyze build it directly.
+  gin_cli.parse_gin(FILES, ['MODEL_DIR = "/unused"'])
+  with gin.config_scope('MODEL'):
+    gin.get_configurable(models.EncoderDecoderModel)()
+  assert 'MODEL/' in gin.operative_config_str()
+  operative_config.write(str(tmp_path))
+  gin_cli.parse_gin(FILES[:2], ['NUM_TASKS = 9'])
+  gin_cli.transformer()
+  operative_config.check_matches(str(tmp_path))
+  gin_cli.parse_gin(FILES[:2], ['NUM_TASKS = 9', 'config.T5Config.mlp_dim = 64'])
+  gin_cli.transformer()
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match='config.T5Config.mlp_dim = 128 in the run, 64 now'):
+    operative_config.check_matches(str(tmp_path))
