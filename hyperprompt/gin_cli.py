@@ -97,11 +97,14 @@ def _not_a_search_miss(record: logging.LogRecord) -> bool:
 
 
 def parse_gin(files: Sequence[str], bindings: Sequence[str],
-              search_dirs: Sequence[str] = ()) -> None:
+              search_dirs: Sequence[str] = (),
+              read_by_caller: Sequence[str] = ()) -> None:
   """Parses gin files (each named in its error) and then the bindings.
 
   `search_dirs` are searched before the shipped gin directories. Raises
-  SystemExit naming the problem, including macros bound but never used.
+  SystemExit naming the problem, including macros bound but never used;
+  `read_by_caller` are macros the caller queries itself (params'
+  --all_methods reads NUM_TASKS), which count as used.
   """
   logging.getLogger().addFilter(_not_a_search_miss)
   if not files:
@@ -134,7 +137,8 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str],
   except Exception as e:
     raise SystemExit(f'Error in the gin configuration ({", ".join(files)}): '
                      f'{e}') from e
-  _check_macros_used(_user_macros(files, bindings, search_dirs))
+  _check_macros_used(_user_macros(files, bindings, search_dirs),
+                     set(read_by_caller))
 
 
 # The decoders a binding may name, as t5x users write
@@ -213,13 +217,13 @@ def _macro_bindings() -> Dict[str, object]:
           if selector == 'gin.macro'}
 
 
-def _check_macros_used(user_macros: Set[str]) -> None:
+def _check_macros_used(user_macros: Set[str], read_by_caller: Set[str]) -> None:
   """Raises SystemExit naming each bound macro no binding refers to,
   unless only the shipped gin files assign it."""
   bound = _macro_bindings()
   used = {'/'.join(ref.scopes)
           for ref in gin.config.iterate_references(gin.config._CONFIG)  # pylint: disable=protected-access
-          if ref.selector == 'gin.macro'}
+          if ref.selector == 'gin.macro'} | read_by_caller
   unused = sorted(set(bound) - used - (_shipped_macros() - user_macros))
   if not unused:
     return

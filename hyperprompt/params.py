@@ -138,7 +138,8 @@ def main(argv=None) -> None:
       "size file's size and NUM_TASKS, instead of the bound conditioner")
   args, bindings = gin_cli.parse(parser, sys.argv[1:] if argv is None
                                  else argv)
-  gin_cli.parse_gin(args.gin_file, bindings, args.gin_search_paths)
+  gin_cli.parse_gin(args.gin_file, bindings, args.gin_search_paths,
+                    read_by_caller=['NUM_TASKS'] if args.all_methods else [])
   if args.all_methods:
     try:
       num_tasks = gin.query_parameter('%NUM_TASKS')

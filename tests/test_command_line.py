@@ -157,6 +157,11 @@ def test_params_route_of_the_readme(capsys):
   out = capsys.readouterr().out
   overhead = out.split('overhead:')[1].split('%')[0]
   assert round(float(overhead), 3) == 0.137
+  # --all_methods reads NUM_TASKS itself: no conditioner file refers to it,
+  # and it is not an unused macro.
+  main.console_main(['params', '--all_methods',
+                     '--gin_file=models/sizes/tiny.gin', '--gin.NUM_TASKS=3'])
+  assert '| HyperPrompt-Share |' in capsys.readouterr().out
 
 
 def test_help_lists_the_t5x_flags(capsys):
