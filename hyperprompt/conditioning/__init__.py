@@ -1,5 +1,6 @@
 """Task conditioning: one interface (`task_ids -> Conditioning`), one module per
-method. See interface.py.
+method. See interface.py; registry.py lists the methods from
+gin/models/conditioners/.
 
 Importing this package imports every method, so gin files can refer to them
 (`@hyperprompt.HyperPromptGlobal()`, `@prompt_tuning.PromptTuning()`, ...).
