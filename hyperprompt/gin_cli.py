@@ -135,8 +135,15 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str],
   try:
     gin.finalize()
   except Exception as e:
+    # gin appends the whole configuration to a missing macro's message.
+    message = ' '.join(str(e).split(' in config string')[0].split())
+    missing = re.search(r"No bindings specified for '([A-Za-z_0-9]+)/gin.macro'",
+                        message)
+    if missing:
+      message = (f'the macro {missing[1]} is used but not bound; set it with '
+                 f'--gin.{missing[1]}=VALUE')
     raise SystemExit(f'Error in the gin configuration ({", ".join(files)}): '
-                     f'{e}') from e
+                     f'{message}.') from e
   _check_macros_used(_user_macros(files, bindings, search_dirs),
                      set(read_by_caller))
 

@@ -242,6 +242,19 @@ def test_unknown_mixture_suggests_the_closest():
     gin_cli.check_macro_values()
 
 
+def test_a_macro_used_but_never_bound_is_one_line():
+  # precomputed.gin refers to PREFIX_FILE; gin's own message would go on
+  # with the whole configuration.
+  with pytest.raises(SystemExit) as exit_info:
+    gin_cli.parse_gin(['models/sizes/tiny.gin',
+                       'models/conditioners/precomputed.gin', 'runs/eval.gin',
+                       'runs/synthetic.gin'], ['MODEL_DIR = "/x"'])
+  message = str(exit_info.value)
+  assert '\n' not in message
+  assert message.endswith('the macro PREFIX_FILE is used but not bound; set '
+                          'it with --gin.PREFIX_FILE=VALUE.')
+
+
 def test_unused_macro_is_named_with_a_suggestion():
   with pytest.raises(SystemExit, match=r'never used: BATCH_SIZ \(did you '
                      r'mean BATCH_SIZE\?\)'):
