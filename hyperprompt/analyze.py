@@ -34,6 +34,7 @@ import numpy as np
 
 from hyperprompt import atomic_files
 from hyperprompt import models
+from hyperprompt import scanning
 from hyperprompt.conditioning import placement
 from hyperprompt.network import encoder_valid_positions
 
@@ -59,19 +60,31 @@ def _flatten(tree, prefix=()):
 
 def site_masses(intermediates: Mapping) -> Dict[Site, jax.Array]:
   """{(stack, kind, layer): [batch, heads, q]} from a Transformer call's
-  'intermediates' collection (traceable: works inside jit)."""
+  'intermediates' collection (traceable: works inside jit).
+
+  Unscanned stacks sow at `<stack>/layers_<i>/<attention>`; scanned ones
+  (T5Config.scan_layers) at `<stack>/layers/<attention>`, stacked
+  [layers, batch, heads, q], which is split here into one site per layer.
+  """
   masses = {}
   for path, value in _flatten(intermediates):
     if path[-1] != MASS:
       continue
-    match = re.fullmatch(r'layers_(\d+)', path[1]) if len(path) == 4 else None
+    match = (re.fullmatch(rf'{scanning.SCANNED}(?:_(\d+))?', path[1])
+             if len(path) == 4 else None)
     if not match or path[0] not in ('encoder', 'decoder') or (
         path[2] not in _KINDS):
       raise ValueError(f'Unexpected place of {MASS}: {"/".join(path)}; '
-                       'expected <encoder|decoder>/layers_<i>/<attention>.')
+                       'expected <encoder|decoder>/layers_<i>/<attention> '
+                       'or, scanned, <encoder|decoder>/layers/<attention>.')
     # `sow` keeps one value per call; a Transformer call runs a layer once.
     (mass,) = value
-    masses[(path[0], _KINDS[path[2]], int(match.group(1)))] = mass
+    site = (path[0], _KINDS[path[2]])
+    if match.group(1) is not None:
+      masses[site + (int(match.group(1)),)] = mass
+    else:
+      for layer in range(mass.shape[0]):
+        masses[site + (layer,)] = mass[layer]
   return masses
 
 

@@ -1,10 +1,13 @@
 """The attention-mass analysis against NumPy, hand-made cases and invariants."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from hyperprompt import analyze
+from hyperprompt import scanning
 from hyperprompt.attention import MultiHeadAttention
 from hyperprompt.conditioning.hyperprompt import HyperPromptShare
 from hyperprompt.config import T5Config
@@ -173,6 +176,19 @@ def test_transformer_masses_per_layer_and_padding_invariance():
   manual = np.mean([np.asarray(sown[b, :, :n]).mean() for b, n in
                     enumerate(lengths)])
   np.testing.assert_allclose(result['decoder_self'][2], manual, rtol=1e-5)
+
+
+def test_scanned_model_gives_the_unscanned_masses():
+  """T5Config.scan_layers sows one stacked [layers, batch, heads, q] mass per
+  stack; analyze splits it into the same per-layer sites as layers_<i>."""
+  model, params, batch = _model_and_batch()
+  scanned = model.clone(config=dataclasses.replace(CONFIG, scan_layers=True))
+  expected = analyze.attention_mass(model, params, [(batch, 3)])
+  result = analyze.attention_mass(scanned, scanning.scan_params(params),
+                                  [(batch, 3)])
+  assert sorted(result) == sorted(expected)
+  for stack in expected:
+    np.testing.assert_allclose(result[stack], expected[stack], rtol=1e-5)
 
 
 def test_heat_maps_are_written(tmp_path):
