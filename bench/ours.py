@@ -14,6 +14,7 @@ import numpy as np
 import seqio
 
 from bench import flops as flops_lib
+from bench import timing
 from hyperprompt import decoding
 from hyperprompt import models
 from hyperprompt import network
@@ -213,9 +214,7 @@ def train(cfg: T5Config, conditioner_name: str, batch: Dict[str, np.ndarray],
   n_params = sum(x.size for x in jax.tree.leaves(params))
   n_cond = sum(x.size for x in jax.tree.leaves(params.get('conditioner', {})))
   return {
-      'step_seconds': float(np.median(times)),
-      'step_seconds_min': float(np.min(times)),
-      'steps_timed': steps,
+      **timing.summary(times),
       'loss': float(metrics['loss']),
       # Initialisation and the step itself, all before the first step ends.
       'compiles_until_first_step': compiles_first,
@@ -275,9 +274,7 @@ def decode(cfg: T5Config, conditioner_name: str,
                             for x in jax.tree.leaves(tree))
   encoder_params = sum(x.size for x in jax.tree.leaves(params['encoder']))
   return {
-      'step_seconds': float(np.median(times)),
-      'step_seconds_min': float(np.min(times)),
-      'steps_timed': steps,
+      **timing.summary(times),
       'bytes_per_position': nbytes(params['decoder']) + nbytes(cache),
       # Matmul FLOPs of the encoder pass (projections and MLP).
       'encoder_flops': 2 * encoder_params * features[

@@ -27,6 +27,7 @@ from typing import Callable, Dict
 import numpy as np
 
 from bench import flops as flops_lib
+from bench import timing
 from hyperprompt.config import T5Config
 
 
@@ -93,8 +94,7 @@ def _timed(step: Callable[[], None], warmup: int, steps: int) -> Dict:
     start = time.perf_counter()
     step()
     times.append(time.perf_counter() - start)
-  return {'step_seconds': float(np.median(times)),
-          'step_seconds_min': float(np.min(times)), 'steps_timed': steps}
+  return timing.summary(times)
 
 
 def train(cfg: T5Config, batch: Dict[str, np.ndarray], *, precision: str,

@@ -11,6 +11,8 @@ import json
 import os
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
+
 from bench import markdown_section
 from bench import ours
 from bench import workload
@@ -434,12 +436,24 @@ def _xla_options_table(results) -> List[str]:
               f'{peak["bfloat16"] / 1e9:,.0f} |' for name, peak in rows]
 
 
+def rate_range(amount: float, res: dict) -> Tuple[float, float, float]:
+  """(median, slowest, fastest) rate of `amount` per step over the timed
+  steps; the slowest is NaN in results from before step_seconds_max was
+  recorded."""
+  slowest = res.get('step_seconds_max')
+  return (amount / res['step_seconds'],
+          float('nan') if slowest is None else amount / slowest,
+          amount / res['step_seconds_min'])
+
+
 def chart(results: dict, path: str, shape: str) -> None:
-  """Training and decoding tokens/s of every system, one shape."""
+  """Training and decoding tokens/s of every system, one shape: bars at the
+  median step, whiskers from the slowest to the fastest timed step."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   train, decode = [], []
+  steps = {'train': set(), 'decode': set()}
   for r in _ok(results['runs']):
     job, res = r['job'], r['result']
     if job.get('shape') != shape:
@@ -451,29 +465,49 @@ def chart(results: dict, path: str, shape: str) -> None:
           ' bf16' if job['dtype'] == 'bfloat16' else '')
       if job.get('train_params') == 'conditioning':
         label += ' (frozen)'
-      train.append((label, _tokens(job) / res['step_seconds'], 'C0'))
+      train.append((label, rate_range(_tokens(job), res), 'C0'))
     elif job['job'] == 'hf_train':
       label = ('PEFT prefix (frozen)' if job.get('peft_prefix') else
                'transformers ' + ('bf16 autocast' if job['precision'] ==
                                   'bfloat16' else 'f32'))
-      train.append((label, _tokens(job) / res['step_seconds'], 'C3'))
+      train.append((label, rate_range(_tokens(job), res), 'C3'))
     elif job['job'] in ('ours_decode', 'hf_generate'):
       mine = job['job'] == 'ours_decode'
       label = (ours.display_name(job['conditioner']) if mine else
                'transformers generate')
-      decode.append((label, job['batch_shape'][0] * res['generated_length']
-                     / res['step_seconds'], 'C0' if mine else 'C3'))
+      decode.append((label, rate_range(
+          job['batch_shape'][0] * res['generated_length'], res),
+                     'C0' if mine else 'C3'))
+    else:
+      continue
+    steps['decode' if 'generated_length' in res else 'train'].add(
+        res['steps_timed'])
   fig, axes = plt.subplots(1, 2, figsize=(13, 5.5),
                            gridspec_kw={'width_ratios': [3, 1.3]})
-  for ax, rows, title in ((axes[0], train, 'training step'),
-                          (axes[1], decode, 'greedy decoding')):
-    names, values, colors = zip(*rows) if rows else ((), (), ())
-    ax.barh(range(len(values)), values, color=colors)
-    ax.set_yticks(range(len(values)), names, fontsize=8)
+  for ax, rows, title, kind in (
+      (axes[0], train, 'training step', 'train'),
+      (axes[1], decode, 'greedy decoding', 'decode')):
+    names, ranges, colors = zip(*rows) if rows else ((), (), ())
+    median = np.array([r[0] for r in ranges])
+    # Whiskers down to the slowest step (0 where it was not recorded) and
+    # up to the fastest.
+    low = np.nan_to_num(median - np.array([r[1] for r in ranges]))
+    high = np.array([r[2] for r in ranges]) - median
+    ax.barh(range(len(median)), median, color=colors,
+            xerr=np.array([low, high]).reshape(2, -1), capsize=3,
+            error_kw={'elinewidth': 1})
+    ax.set_yticks(range(len(median)), names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel('tokens / s')
-    ax.set_title(f'{title}, {shape} (blue: ours, red: transformers/PEFT)',
+    timed = '/'.join(map(str, sorted(steps[kind])))
+    ax.set_title(f'{title}, {shape} ({timed} timed steps per job)',
                  fontsize=9)
+  missing_max = any(np.isnan(r[1]) for _, r, _ in train + decode)
+  fig.suptitle(
+      'Blue: ours; red: transformers/PEFT. Bars: median step; whiskers: '
+      'fastest and slowest timed step' + (' (the slowest was not recorded by this run, so only '
+                       'the fastest is drawn)' if missing_max else ''),
+      fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

@@ -1,12 +1,14 @@
 """The benchmark report: variant jobs and the decode roofline, hand-computed;
 BENCHMARKS.md's generated sections against the results JSON."""
 import json
+import math
 import os
 
 import pytest
 
 from bench import markdown_section
 from bench import report
+from bench import timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,3 +99,15 @@ def test_benchmarks_md_holds_the_tables_of_the_results_json():
     text = f.read()
   for name, lines in report.sections(results, memory):
     assert report.section_text(name, lines) in text, name
+
+
+def test_throughput_chart_range_is_slowest_to_fastest_step():
+  # Step times 3, 1, 2, 4 s of 100 tokens: median 2.5 s.
+  times = timing.summary([3.0, 1.0, 2.0, 4.0])
+  assert times == {'step_seconds': 2.5, 'step_seconds_min': 1.0,
+                   'step_seconds_max': 4.0, 'steps_timed': 4}
+  assert report.rate_range(100, times) == (40.0, 25.0, 100.0)
+  # Results from before step_seconds_max was recorded: slowest unknown.
+  del times['step_seconds_max']
+  median, slowest, fastest = report.rate_range(100, times)
+  assert (median, fastest) == (40.0, 100.0) and math.isnan(slowest)
