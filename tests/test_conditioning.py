@@ -130,9 +130,12 @@ def test_prompts_follow_method_equations(variant):
                               p['layer_embedding'][m]])
           i = _relu(x @ mlp['hidden_kernel'] + mlp['hidden_bias'])
           i = i @ mlp['out_kernel'] + mlp['out_bias']
-          down = (i @ p[f'{part}_down_generator']).reshape(
-              cm.CONFIG.emb_dim, -1)
-          up = (i @ p[f'{part}_up_generator']).reshape(down.shape[1], -1)
+          # METHOD.md's H_D [t, d*b] and H_U [t, b*h*d_h] are stored
+          # unflattened, keys and values stacked: [2, t, d, b], [2, t, b, hd].
+          kind = ('key', 'value').index(part)
+          h_d, h_u = p['down_generator'][kind], p['up_generator'][kind]
+          down = (i @ h_d.reshape(h_d.shape[0], -1)).reshape(h_d.shape[1:])
+          up = (i @ h_u.reshape(h_u.shape[0], -1)).reshape(h_u.shape[1:])
         expected = _relu(p['task_prompts'][task] @ down) @ up
         np.testing.assert_allclose(ours[row], expected.reshape(shape),
                                    atol=1e-5, rtol=1e-5)

@@ -12,7 +12,8 @@ dimensions a factored second moment keeps (t5x factors a parameter only when
 it has both); 'batch' dimensions index independent matrices (tasks, prompted
 sites, adapted layers) that are never averaged together; 'none' dimensions
 are neither. Over the mesh, every one of them is replicated: conditioner
-parameters are small next to the backbone.
+parameters are small next to the backbone. Their 'embed' and 'joined_kv'
+dims (HyperPrompt-Global's generators, for one) follow the backbone's rules.
 """
 from typing import Dict
 
@@ -21,6 +22,7 @@ FACTOR_RULES: Dict[str, str] = {
     'prompt_sites': 'batch',
     'adapted_layers': 'batch',
     'prompt_length': 'none',
+    'prompt_kinds': 'batch',
     'adapter_positions': 'batch',
     'task_embed': 'none',
     'layer_task_hidden': 'none',

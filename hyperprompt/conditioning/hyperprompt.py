@@ -30,7 +30,12 @@ Global never materialises its generated D for every task and site:
 `P_tau @ D = P_tau @ (I @ H_D)` is computed as `I @ (P_tau @ H_D)`, where
 `P_tau @ H_D` [l, t, b] is once per task rather than once per task and site,
 so the conditioner never holds a [T, M, d, b] tensor and does about half the
-FLOPs (bench/ours.py counts them).
+FLOPs (bench/ours.py counts them). Its one large tensor, U for every task and
+site ([2, T*M, b, h*d_h], keys and values in one contraction), is generated
+split over the mesh: the (task, site) pairs over 'data', h*d_h over 'model'.
+Computed whole on every device, as before, it made Global's compiled T5.1.1
+XXL step on v5e-256 3.5% larger in memory than vanilla's and 6.9% larger in
+FLOPs (BENCHMARKS.md, pod-slice table).
 
 Defaults (this project's own; the paper's l, b, t, t' were not recovered):
 l = 16, b = 32, t = 28, t' = 32. At T5.1.1-XXL with 8 tasks, Global's cost is
@@ -48,7 +53,7 @@ from hyperprompt.conditioning import placement as placement_lib
 from hyperprompt.conditioning.interface import Conditioner, Conditioning
 from hyperprompt.conditioning.mlp import Mlp
 from hyperprompt.config import T5Config
-from hyperprompt.layers import param_with_axes
+from hyperprompt.layers import param_with_axes, with_sharding_constraint
 
 
 def _fan_in_init(batch_axes):
@@ -115,9 +120,10 @@ class HyperPrompt(Conditioner):
       p = site_prompts[kind].reshape(
           self.num_tasks, len(sites), self.prompt_length, config.num_heads,
           config.head_dim)
-      # Gather the batch's tasks: [T, ...] -> [batch, M, l, h, d_h]
-      prompts.append(
-          jnp.take(p, task_ids, axis=0).astype(config.activation_dtype))
+      # Gather the batch's tasks: [T, ...] -> [batch, M, l, h, d_h], cast
+      # first so that what moves between devices is in the activation dtype.
+      prompts.append(jnp.take(p.astype(config.activation_dtype), task_ids,
+                              axis=0))
     return placement_lib.prefix_conditioning(config, sites, *prompts)
 
 
@@ -181,29 +187,47 @@ class HyperPromptGlobal(HyperPrompt):
     return h_t(pairs)
 
   def site_prompts(self, task_prompts, config, num_sites):
-    embedding = self.layer_aware_task_embedding(num_sites)  # [T, M, t]
-    return {kind: self._prompts(kind, task_prompts, embedding, config)
-            for kind in ('key', 'value')}
+    """ReLU(P_tau @ D) @ U with D = I @ H_D, U = I @ H_U, keys and values in
+    one contraction each (a leading kind axis: 0 key, 1 value).
 
-  def _prompts(self, kind, task_prompts, embedding, config):
-    """ReLU(P_tau @ D) @ U with D = I @ H_D, U = I @ H_U: [T, M, l, h*d_h].
-
-    task_prompts [T, l, d], embedding I [T, M, t].
+    task_prompts [T, l, d] -> {'key', 'value'}: [T, M, l, h*d_h].
     """
+    num_tasks, l = task_prompts.shape[:2]
     t, b, d, hd = (self.layer_task_dim, self.bottleneck, config.emb_dim,
                    config.joined_kv)
+    embedding = self.layer_aware_task_embedding(num_sites)  # I [T, M, t]
     # Generated D and U should start like fan-in initialised kernels: with I
-    # of unit scale, entries of variance 1/d (D) and 1/b (U).
+    # of unit scale, entries of variance 1/d (D) and 1/b (U). Stored
+    # [kind, t, d, b] and [kind, t, b, h*d_h] (METHOD.md's H_D [t, d*b] and
+    # H_U [t, b*h*d_h], unflattened) so that their 'embed' and 'joined_kv'
+    # dims shard like the backbone's.
     down_generator = param_with_axes(
-        f'{kind}_down_generator', nn.initializers.normal((t * d)**-0.5),
-        (t, d * b), jnp.float32, axes=('layer_task_embed', 'hyper_generated'))
+        'down_generator', nn.initializers.normal((t * d)**-0.5),
+        (2, t, d, b), jnp.float32,
+        axes=('prompt_kinds', 'layer_task_embed', 'embed',
+              'hyper_bottleneck'))
     up_generator = param_with_axes(
-        f'{kind}_up_generator', nn.initializers.normal((t * b)**-0.5),
-        (t, b * hd), jnp.float32, axes=('layer_task_embed', 'hyper_generated'))
-    # P_tau @ D_{tau,m} = I_{tau,m} @ (P_tau @ H_D): [T, l, t, b], then
-    # [T, M, l, b] (module docstring: no D for every task and site).
-    projected = jnp.einsum('tld,jdb->tljb', task_prompts,
-                           down_generator.reshape(t, d, b))
-    hidden = jnp.einsum('tmj,tljb->tmlb', embedding, projected)
-    up = (embedding @ up_generator).reshape(embedding.shape[:2] + (b, hd))
-    return jnp.einsum('tmlb,tmbk->tmlk', nn.relu(hidden), up)
+        'up_generator', nn.initializers.normal((t * b)**-0.5),
+        (2, t, b, hd), jnp.float32,
+        axes=('prompt_kinds', 'layer_task_embed', 'hyper_bottleneck',
+              'joined_kv'))
+    # P_tau @ D_{tau,m} = I_{tau,m} @ (P_tau @ H_D): [2, T, l, t, b], then
+    # [2, T, M, l, b] (module docstring: no D for every task and site).
+    projected = jnp.einsum('tld,cjdb->ctljb', task_prompts, down_generator)
+    hidden = jnp.einsum('tmj,ctljb->ctmlb', embedding, projected)
+    # U for every (task, site) pair is the conditioner's one large tensor
+    # ([2, T*M, b, h*d_h]; 400 MB at XXL with 8 tasks). The pairs are
+    # independent rows, so they split over 'data' like a batch, and h*d_h
+    # over 'model' like the backbone's heads: each device generates its
+    # share only, instead of every device generating all of it.
+    pairs = num_tasks * num_sites
+    hidden = with_sharding_constraint(
+        nn.relu(hidden).reshape(2, pairs, l, b),
+        ('prompt_kinds', 'batch', 'prompt_length', 'hyper_bottleneck'))
+    up = with_sharding_constraint(
+        jnp.einsum('pj,cjbk->cpbk', embedding.reshape(pairs, t),
+                   up_generator),
+        ('prompt_kinds', 'batch', 'hyper_bottleneck', 'joined_kv'))
+    prompts = jnp.einsum('cplb,cpbk->cplk', hidden, up)
+    prompts = prompts.reshape(2, num_tasks, num_sites, l, hd)
+    return {'key': prompts[0], 'value': prompts[1]}
