@@ -146,10 +146,11 @@ def compile_cell(size, conditioner, slice_name, topology, partitions, dims,
   return result
 
 
-def _done(cells, size, conditioner, topology) -> bool:
-  """Whether the cell has a partitioning that fits."""
-  return any(_key(c) == (size, conditioner, topology) and c.get('fits')
-             for c in cells)
+def _done(cells, size, conditioner, topology, commit=None) -> bool:
+  """Whether the cell has a partitioning that fits (compiled at `commit`,
+  when given)."""
+  return any(_key(c) == (size, conditioner, topology) and c.get('fits') and
+             commit in (None, c['commit']) for c in cells)
 
 
 def _key(c) -> Tuple:
@@ -183,14 +184,23 @@ def _num_devices(topology: str) -> int:
   return chips * (2 if kind in ('v4', 'v3') else 1)
 
 
-def run(budget_s: float) -> None:
+def run(budget_s: float, recompile=()) -> None:
   """Compiles cells until all are decided or `budget_s` has passed. A cell
   reuses the partitioning that fitted for another conditioner of its size
-  and slice; otherwise it walks PARTITIONINGS[size]."""
+  and slice; otherwise it walks PARTITIONINGS[size]. With `recompile`
+  ((size, conditioner, topology) triples) only those cells are compiled,
+  and only a compile at the current commit decides them: after a change to
+  the code they measure, the new compile supersedes the old one, which the
+  report keeps as history."""
   cells = _load()
   deadline = time.time() + budget_s
+  commit = _commit()
   for size, conditioner, slice_name, topology in cells_in_priority_order():
-    if _done(cells, size, conditioner, topology):
+    key = (size, conditioner, topology)
+    if recompile and key not in recompile:
+      continue
+    at = commit if recompile else None
+    if _done(cells, *key, commit=at):
       continue
     fitted = [c for c in cells if c.get('fits') and
               (c['size'], c['topology']) == (size, topology)]
@@ -201,8 +211,8 @@ def run(budget_s: float) -> None:
     for partitioning in candidates:
       if time.time() > deadline:
         return
-      if any(_key(c) == (size, conditioner, topology) and
-             _partitioning(c) == partitioning for c in cells):
+      if any(_key(c) == key and _partitioning(c) == partitioning and
+             at in (None, c['commit']) for c in cells):
         continue
       result = compile_cell(size, conditioner, slice_name, topology,
                             *partitioning)
@@ -219,6 +229,57 @@ def _gib(b) -> str:
   return '-' if b is None else f'{b / 1024**3:.2f}'
 
 
+def _tflop(flops) -> str:
+  return '-' if not flops else f'{flops / 1e12:.3f}'
+
+
+def _over(c: dict, none: Optional[dict], field: str = 'total') -> str:
+  """c's `field` (memory total or FLOPs) above the plain model's, when both
+  were compiled with the same partitioning."""
+  if not (none and none.get(field) and c.get(field) and
+          _partitioning(none) == _partitioning(c)):
+    return '-'
+  return f'{100 * (c[field] / none[field] - 1):+.2f}%'
+
+
+def latest(cells: List[dict]) -> Dict[Tuple, dict]:
+  """{(size, topology, conditioner): cell}: the newest compile that fits, or
+  the newest attempt while none fits (cells are appended in time order)."""
+  deciding = {}
+  for c in cells:
+    key = (c['size'], c['topology'], c['conditioner'])
+    if c.get('fits') or not deciding.get(key, {}).get('fits'):
+      deciding[key] = c
+  return deciding
+
+
+def _history(cells: List[dict], deciding: Dict[Tuple, dict]) -> List[str]:
+  """Earlier compiles that fitted and were superseded by a compile of newer
+  code (`--recompile`), each against the plain model of its own commit."""
+  current = {id(c) for c in deciding.values()}
+  rows = []
+  for c in cells:
+    if id(c) in current or not c.get('fits'):
+      continue
+    none = next((n for n in cells if n['conditioner'] == 'none' and n.get(
+        'fits') and (n['size'], n['topology'], n['commit']) == (
+            c['size'], c['topology'], c['commit'])), None)
+    now = deciding[(c['size'], c['topology'], c['conditioner'])]
+    rows.append(
+        f'| {c["size"]} | {c["slice"]} | {c["conditioner"]} | {c["commit"]} '
+        f'| {_gib(c["total"])} | {_over(c, none)} | {_tflop(c["flops"])} | '
+        f'{_over(c, none, "flops")} | {now["commit"]} |')
+  if not rows:
+    return []
+  return ['', 'Superseded compiles (the table above has the newer one, '
+          'from `python -m bench.scale --recompile=SIZE/CONDITIONER/'
+          'TOPOLOGY`); "over none" is against the plain model compiled at '
+          'the same commit:', '',
+          '| size | slice | conditioner | commit | total GiB | over none | '
+          'XLA TFLOP | FLOPs over none | superseded at |',
+          '|---|---|---|---|---|---|---|---|---|'] + rows
+
+
 def markdown(cells: List[dict]) -> str:
   """The table of BENCHMARKS.md's scale section, between its markers; the
   text around them (what the columns mean, the findings) is written there by
@@ -226,14 +287,10 @@ def markdown(cells: List[dict]) -> str:
   out = [BEGIN,
          '| size | slice | conditioner | partitioning | params GiB | '
          'optimizer GiB | temporaries GiB | total GiB | HBM GiB | fits | '
-         'over none | compile s wall / CPU (load) | commit |',
-         '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
-  deciding = {}
-  for c in cells:
-    key = (c['size'], c['topology'], c['conditioner'])
-    if c.get('fits') or key not in deciding or not deciding[key].get('fits'):
-      if not deciding.get(key, {}).get('fits'):
-        deciding[key] = c
+         'over none | XLA TFLOP | FLOPs over none | '
+         'compile s wall / CPU (load) | commit |',
+         '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+  deciding = latest(cells)
   missing = []
   for size in SIZES:
     for slice_name, topology in SLICES:
@@ -246,10 +303,7 @@ def markdown(cells: List[dict]) -> str:
         part = f'model {c["partitions"]}' + (
             ', 2-D' if c['dims'] == 2 else '') + (
                 f', remat {c["remat"]}' if c['remat'] != 'none' else '')
-        over = '-'
-        if (none and none.get('total') and c.get('total') and
-            _partitioning(none) == _partitioning(c)):
-          over = f'{100 * (c["total"] / none["total"] - 1):+.2f}%'
+        over, flops_over = _over(c, none), _over(c, none, 'flops')
         fits = 'yes' if c.get('fits') else (
             'no' if 'error' not in c else f'error: {c["error"][:80]}')
         if c.get('refused'):
@@ -261,12 +315,14 @@ def markdown(cells: List[dict]) -> str:
             f'{_gib(c.get("params"))} | {_gib(c.get("optimizer_state"))} | '
             f'{_gib(c.get("temporaries"))} | {_gib(c.get("total"))} | '
             f'{_gib(c.get("hbm"))} | {fits} | {over} | '
+            f'{_tflop(c.get("flops"))} | {flops_over} | '
             f'{"-" if seconds is None else f"{seconds:.0f} / {cpu:.0f}"} '
             f'({c["load_before"]:.1f}) | {c["commit"]} |')
   if missing:
     out += ['', f'Not compiled yet ({len(missing)} of '
             f'{len(SIZES) * len(SLICES) * len(CONDITIONERS)} cells; '
             '`make scale` resumes): ' + ', '.join(missing) + '.']
+  out += _history(cells, deciding)
   out += [''] + [f'Note: {n}' for n in _notes()] + ['', END]
   return '\n'.join(out)
 
@@ -282,6 +338,12 @@ def main():
   parser.add_argument('--report_only', action='store_true')
   parser.add_argument('--budget_s', type=float, default=float('inf'),
                       help='stop starting compiles after this many seconds')
+  parser.add_argument(
+      '--recompile', action='append', default=[],
+      metavar='SIZE/CONDITIONER/TOPOLOGY',
+      help='compile only this cell (repeatable), again at the current '
+      'commit, e.g. xxl/hyperprompt_global/v5e:16x16; the report keeps the '
+      'earlier compile as history')
   parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
   for name in ('size', 'conditioner', 'topology'):
     parser.add_argument(f'--{name}', help=argparse.SUPPRESS)
@@ -293,7 +355,7 @@ def main():
     worker(args)
     return
   if not args.report_only:
-    run(args.budget_s)
+    run(args.budget_s, {tuple(c.split('/')) for c in args.recompile})
   print('wrote', write_section(_load()))
 
 
