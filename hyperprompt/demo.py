@@ -1,4 +1,5 @@
-"""The laptop demo (`make demo`): HyperPrompt-Global vs vanilla multi-task T5.
+"""The laptop demo (`make demo`): HyperPrompt-Global vs multi-task T5 without
+conditioning (the 'none' method).
 
 Trains a tiny T5 on the synthetic suite twice, once conditioned by
 HyperPrompt-Global and once without conditioning, with the same data, steps
@@ -22,10 +23,10 @@ from hyperprompt import atomic_files
 from hyperprompt import cli_errors
 from hyperprompt import history
 from hyperprompt import main
+from hyperprompt.conditioning import registry
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-CONDITIONERS = (('HyperPrompt-Global', 'hyperprompt_global'),
-                ('vanilla T5', 'none'))
+CONDITIONERS = ('hyperprompt_global', 'none')
 
 
 def last_eval(model_dir: str) -> dict:
@@ -45,26 +46,27 @@ def table(results: dict) -> str:
   tasks = sorted(next(iter(results.values())))
   width = max(len(t) for t in tasks) + 2
   lines = [f'{"task":<{width}}{"metric":<13}' +
-           ''.join(f'{n:>20}' for n in names)]
+           ''.join(f'{n:>22}' for n in names)]
   for task in tasks:
     metric = next(iter(results[names[0]][task]))
     lines.append(f'{task:<{width}}{metric:<13}' + ''.join(
-        f'{results[n][task][metric]:>20.1f}' for n in names))
+        f'{results[n][task][metric]:>22.1f}' for n in names))
   means = [sum(next(iter(v.values())) for v in results[n].values()) /
            len(tasks) for n in names]
   lines.append(f'{"mean":<{width + 13}}' +
-               ''.join(f'{m:>20.1f}' for m in means))
+               ''.join(f'{m:>22.1f}' for m in means))
   return '\n'.join(lines)
 
 
 def run(model_root: str, extra_bindings=()) -> dict:
   results = {}
   # Minutes of compiling and evaluating are otherwise silent: say the plan.
-  print(f'Two training runs ({" and ".join(n for n, _ in CONDITIONERS)}) of '
+  names = [registry.display_name(c) for c in CONDITIONERS]
+  print(f'Two training runs ({" and ".join(names)}) of '
         'the same tiny T5 on the synthetic suite, each evaluated on the '
         'validation split at its last step; then a table of the scores.',
         flush=True)
-  for i, (name, conditioner) in enumerate(CONDITIONERS, 1):
+  for i, (name, conditioner) in enumerate(zip(names, CONDITIONERS), 1):
     model_dir = os.path.join(model_root, conditioner)
     print(f'[{i}/{len(CONDITIONERS)}] Training {name} in {model_dir} '
           '(compiling first)...', flush=True)

@@ -71,7 +71,7 @@ def test_readme_routes_on_one_demo_run(tmp_path):
   # The demo's plan, then its table: nine tasks and the mean, both models.
   assert 'Two training runs' in demo.stdout
   table = demo.stdout.split('Validation scores')[1].splitlines()
-  assert 'HyperPrompt-Global' in table[2] and 'vanilla T5' in table[2]
+  assert 'HyperPrompt-Global' in table[2] and 'None (multi-task T5)' in table[2]
   assert [line.split()[0] for line in table[3:]] == sorted(
       f'hp_synthetic_{t}' for t in ('copy', 'first', 'first_large',
                                     'first_small', 'last_even', 'last_odd',
