@@ -232,20 +232,29 @@ def test_t5x_trainer_steps_then_decoding_uses_the_task(tmp_path):
   greedy = t5x_model(hyperprompt_conditioner(), functools.partial(
       decoding.temperature_sample, temperature=0.0, topk=1))
   predict = jax.jit(lambda p, b: greedy.predict_batch_with_aux(p, b)[0])
-  tokens = np.asarray(predict(params, batch))
   forward = jax.jit(lambda p, prefix, task_ids: greedy.module.apply(
       {'params': p}, batch['encoder_input_tokens'], prefix, None, task_ids,
       enable_dropout=False))
-  prefix = np.zeros((4, 5), np.int32)
-  for i in range(5):
-    step = np.asarray(jnp.argmax(
-        forward(params, prefix, batch['task_ids'])[:, i], -1))
-    np.testing.assert_array_equal(tokens[:, i], step)
-    if i + 1 < 5:
-      prefix[:, i + 1] = step
-  # Another task gives other outputs from the same input (the task matters).
-  other = dict(batch, task_ids=np.array([2, 2, 0, 0], np.int32))
-  assert not np.array_equal(np.asarray(predict(params, other)), tokens)
+
+  def assert_greedy(task_ids):
+    tokens = np.asarray(predict(params, dict(batch, task_ids=task_ids)))
+    prefix = np.zeros((4, 5), np.int32)
+    for i in range(5):
+      step = np.asarray(jnp.argmax(forward(params, prefix, task_ids)[:, i],
+                                   -1))
+      np.testing.assert_array_equal(tokens[:, i], step)
+      if i + 1 < 5:
+        prefix[:, i + 1] = step
+
+  assert_greedy(batch['task_ids'])
+  # The same inputs under other tasks: the sampler follows those tasks'
+  # argmax too, and the tasks' logits differ (whether an argmax flips after
+  # four steps depends on the initialisation, so the logits are compared).
+  other = np.array([2, 2, 0, 0], np.int32)
+  assert_greedy(other)
+  teacher = np.asarray(batch['decoder_input_tokens'])
+  assert np.abs(np.asarray(forward(params, teacher, batch['task_ids'])) -
+                np.asarray(forward(params, teacher, other))).max() > 1e-3
 
   # Beam search (cache expanded per beam, conditioning included): the score
   # of each returned sequence is its log-likelihood under teacher forcing.
