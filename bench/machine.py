@@ -37,6 +37,19 @@ def cpu_flags() -> list:
   return []
 
 
+def code_commit() -> str:
+  """The commit of the code that runs (`git describe --always --dirty`:
+  '-dirty' when the working tree has changes), or says that there is none;
+  record it at the start."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  commit = subprocess.run(['git', 'describe', '--always', '--dirty'],
+                          cwd=os.path.dirname(os.path.dirname(
+                              os.path.abspath(__file__))),
+                          capture_output=True, text=True,
+                          check=False).stdout.strip()
+  return commit or 'none (not a git checkout)'
+
+
 def busy_processes(min_cpu: float = 10.0) -> list:
   """Other processes using CPU: 'pid nice %cpu command' (ps's %cpu, averaged
   over each process's lifetime). The load average alone does not say whether

@@ -12,12 +12,12 @@ run: the step is compiled for abstract parameters.
 import argparse
 import json
 import os
-import subprocess
 import sys
 from typing import Dict
 
 import jax
 
+from bench import machine
 from bench import ours
 from bench import workload
 from hyperprompt import models
@@ -76,9 +76,7 @@ def main(argv=None):
   parser.add_argument('--out', default=DEFAULT_OUT)
   args = parser.parse_args(argv)
   # The code that runs is the code at the start.
-  commit = subprocess.run(['git', 'describe', '--always', '--dirty'],
-                          cwd=ROOT, capture_output=True, text=True
-                          ).stdout.strip()
+  commit = machine.code_commit()
   from bench import run  # pylint: disable=g-import-not-at-top
   b, i, t = run.BATCH_SHAPE
   cfg = workload.t5_config(args.shape, dropout_rate=run.DROPOUT_RATE)

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 
@@ -122,8 +121,7 @@ def main() -> None:
     with open(RESULTS) as f:
       print(write_section(json.load(f)))
     return
-  commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT,
-                          capture_output=True, text=True).stdout.strip()
+  commit = machine.code_commit()
   info = machine.describe()
   load_before = os.getloadavg()
   build = build_seconds()

@@ -1,10 +1,18 @@
 """Runs every benchmark, one fresh process per measurement, and writes the
-results JSON, the generated sections of BENCHMARKS.md and the chart from it.
+results JSON of this CPU type, then the generated sections of BENCHMARKS.md
+and README.md and the charts from the results of every CPU type.
 
-    python -m bench.run              # full: T5.1.1-small, ~10 minutes
-    python -m bench.run --quick      # tiny shapes, core set, ~2 minutes
+    python -m bench.run              # full: T5.1.1-small, ~15 minutes
+    python -m bench.run --quick      # tiny shapes, core set, ~2 minutes;
+                                     # a check, not in the report
     python -m bench.run --shapes small,base
-    python -m bench.run --report_only   # rewrite the report from the JSON
+    python -m bench.run --report_only   # rewrite the report from the JSONs
+
+The results go to `bench/results/<CPU type>.json`, named from this
+machine's CPU model (`report.cpu_slug`): a run replaces only the results of
+its own CPU type, and the report shows every CPU type's. A `--quick` run
+goes to `bench/results/quick/` and leaves the report alone, so a check never
+replaces a full run.
 
 Measurements are worthless on a loaded machine: the load average is recorded
 before and after every job and printed in the report.
@@ -25,13 +33,13 @@ import sys
 import time
 from typing import Optional
 
+from bench import machine
 from bench import report
 from bench import workload
 from bench.worker import RESULT_MARKER
 from hyperprompt.conditioning import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_OUT = os.path.join(ROOT, 'bench', 'results.json')
 
 BATCH_SHAPE = (8, 128, 32)  # batch, input length, target length
 NUM_TASKS = 8
@@ -144,9 +152,13 @@ def main(argv=None):
   parser.add_argument('--steps', type=int, default=None,
                       help='timed steps per training job (default 5, 3 '
                       'with --quick)')
-  parser.add_argument('--out', default=DEFAULT_OUT, help='results JSON')
+  parser.add_argument('--out', default=None,
+                      help='results JSON (default: bench/results/<this CPU '
+                      'type>.json, or bench/results/quick/ with --quick; the '
+                      'report reads bench/results/*.json only)')
   parser.add_argument('--report_only', action='store_true',
-                      help='only rewrite BENCHMARKS.md and the chart')
+                      help='only rewrite the report (BENCHMARKS.md, '
+                      'README.md, charts) from bench/results/')
   parser.add_argument('--allocator', choices=('auto', 'system'),
                       default='auto',
                       help='auto: preload tcmalloc when installed (the '
@@ -154,6 +166,9 @@ def main(argv=None):
   args = parser.parse_args(argv)
 
   if not args.report_only:
+    directory = os.path.join(ROOT, report.RESULTS_DIR,
+                             'quick' if args.quick else '')
+    out = args.out or report.results_file(directory, machine.cpu_model())
     shapes = (args.shapes or ('tiny' if args.quick else 'small')).split(',')
     steps = args.steps or (3 if args.quick else 5)
     warmup = 1  # The step is compiled before timing; one step warms caches.
@@ -169,6 +184,7 @@ def main(argv=None):
             sys.argv[1:] if argv is None else argv),
         'started': datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec='seconds'),
+        'commit': machine.code_commit(),
         'quick': args.quick, 'allocator': allocator, 'runs': [],
     }
     start = time.perf_counter()
@@ -181,12 +197,13 @@ def main(argv=None):
             f'{os.getloadavg()[0]:.2f})', flush=True)
       results['runs'].append(run_job(job, allocator))
     results['total_seconds'] = time.perf_counter() - start
-    with open(args.out, 'w') as f:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, 'w') as f:
       json.dump(results, f, indent=1)
-    print(f'wrote {args.out} in {results["total_seconds"]:.0f} s')
-  with open(args.out) as f:
-    results = json.load(f)
-  for path in report.write(results, ROOT):
+    print(f'wrote {out} in {results["total_seconds"]:.0f} s')
+    if args.quick:
+      return
+  for path in report.write(ROOT):
     print(f'wrote {path}')
 
 
