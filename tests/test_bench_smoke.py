@@ -8,7 +8,9 @@ conditioner on the tiny shape (one layer per stack) and checks that
   also counts elementwise work (softmax, norms, Adafactor), which the
   analytic count leaves out, so it must never be larger and may be up to
   15% smaller at these small widths;
-- the second step does not compile anything.
+- the second step does not compile anything;
+- greedy decoding, which a full run measures at batch 1, 8 and 64, reads
+  the decoder's parameters and one cache per example at every position.
 """
 import dataclasses
 
@@ -17,6 +19,7 @@ import pytest
 
 from bench import flops as flops_lib
 from bench import ours
+from bench import run
 from bench import workload
 
 SHAPE = workload.BatchShape(batch=4, inputs=32, targets=16)
@@ -107,3 +110,32 @@ def test_peft_prefix_encoder_flops_hand_computed():
   assert flops_lib.peft_prefix_flops(cfg, batch=4, num_virtual_tokens=16) == (
       2 * rows * cfg.joined_kv * cfg.emb_dim +
       2 * rows * cfg.emb_dim * cfg.num_decoder_layers * 2 * cfg.joined_kv)
+
+
+def test_full_run_decodes_at_batch_1_8_and_64():
+  """Ours and transformers' generate, each at the three batch sizes."""
+  todo = run.jobs('tiny', full=True, warmup=1, steps=2)
+  batches = lambda kind: sorted(j['batch_shape'][0] for j in todo
+                                if j['job'] == kind and
+                                j.get('conditioner', 'none') == 'none')
+  assert batches('ours_decode') == [1, 8, 64]
+  assert batches('hf_generate') == [1, 8, 64]
+
+
+def test_decode_reads_one_cache_per_example(tiny):
+  """What a decode reads per position is the decoder's parameters plus a
+  cache per example, so it is affine in the batch size: 64 - 8 examples add
+  8x what 8 - 1 add. The encoder's FLOPs are linear in it."""
+  cfg, _ = tiny
+  got = {}
+  for b in (1, 8, 64):
+    batch = workload.make_batch(
+        cfg, workload.BatchShape(b, SHAPE.inputs, SHAPE.targets), NUM_TASKS)
+    with jax.default_prng_impl('unsafe_rbg'):
+      got[b] = ours.decode(cfg, 'none', batch, num_tasks=NUM_TASKS, warmup=1,
+                           steps=1)
+    assert got[b]['generated_length'] == SHAPE.targets
+    assert got[b]['compiles_after_first_call'] == 0
+  read = {b: r['bytes_per_position'] for b, r in got.items()}
+  assert read[64] - read[8] == 8 * (read[8] - read[1]) > 0
+  assert got[64]['encoder_flops'] == 64 * got[1]['encoder_flops']
