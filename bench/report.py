@@ -403,6 +403,7 @@ def _roofline_table(results, shape) -> List[str]:
 
 def _profile_table(results, shape) -> List[str]:
   lines = []
+  cores = _machine(results)['machine']['cores']
   for r in _ok(results['runs']):
     job, res = r['job'], r['result']
     if job['job'] != 'ours_profile' or job.get('shape') != shape:
@@ -412,7 +413,10 @@ def _profile_table(results, shape) -> List[str]:
     total = res['total_ms']
     lines += [f'{ours.display_name(job["conditioner"])}, {what}: '
               f'{total:,.0f} ms of XLA operations, summed over threads '
-              f'(load average {r["load_before"][0]:.2f} before the job).', '',
+              f'(load average {r["load_before"][0]:.2f} before the job' + (
+                  '; **loaded**: other work ran, the milliseconds are '
+                  'inflated' if r['load_before'][0] >
+                  cores + 0.5 else '') + ').', '',
               '| kind | share |', '|---|---:|'] + [
                   f'| {kind} | {100 * ms / total:.0f}% |'
                   for kind, ms in res['by_kind_ms'].items()] + [
@@ -597,11 +601,12 @@ def chart(results: dict, path: str, shape: str) -> None:
     ax.invert_yaxis()
     ax.set_xlabel('tokens / s')
     timed = '/'.join(map(str, sorted(steps[kind])))
-    ax.set_title(f'{title}, {shape} ({timed} timed steps per job)',
+    ax.set_title(f'{title}, {shape}\n({timed} timed steps per job)',
                  fontsize=9)
   missing_max = any(np.isnan(r[1]) for _, r, _ in train + decode)
   fig.suptitle(
-      'Blue: ours; red: transformers/PEFT. Bars: median step; whiskers: '
+      f'{cpu_label(results)}. Blue: ours; red: transformers/PEFT. Bars: '
+      'median step; whiskers: '
       'fastest and slowest timed step' + (' (the slowest was not recorded by this run, so only '
                        'the fastest is drawn)' if missing_max else ''),
       fontsize=9)
