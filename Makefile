@@ -2,21 +2,27 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -q
+# uv installs the same requirements as pip, in a fraction of the time. It does
+# not read pip's configuration, so the wheel folders pip is configured with
+# (find-links, e.g. where a CPU-only torch lies) are handed to it.
+UV_INSTALL = $(VENV)/bin/uv pip install -q --python $(PY) \
+	$(addprefix --find-links=,$(sort $(shell python3 -m pip config list 2>/dev/null \
+	| sed -n "s/^[^=]*find-links='\(.*\)'$$/\1/p")))
 
 .PHONY: test demo bench scale experiment clean
 
 $(VENV)/.core: setup.py
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q --upgrade pip uv
+	$(UV_INSTALL) -e .
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core
-	$(PY) -m pip install -q -e '.[test]'
+	$(UV_INSTALL) -e '.[test]'
 	touch $@
 
 $(VENV)/.bench: $(VENV)/.core
-	$(PY) -m pip install -q -e '.[bench]'
+	$(UV_INSTALL) -e '.[bench]'
 	touch $@
 
 test: $(VENV)/.test
