@@ -140,24 +140,90 @@ def span_corrupt(tokens: Sequence[int], rng: np.random.Generator,
   return inputs, targets
 
 
+# Task-free generative processes of the pretraining corpus: each draws a
+# digit list of the given length whose digits can be inferred from each
+# other, so span corruption has something to learn (a masked digit of a
+# uniform draw cannot be).
+def _runs(rng, n):
+  """Runs of repeated digits: 33377111."""
+  lengths = _segments(n, int(rng.integers(1, 4)), rng)
+  return [int(d) for k in lengths for d in [rng.integers(0, 10)] * k]
+
+
+def _repeats(rng, n):
+  """A pattern of 2 or 3 digits repeated: 1231231."""
+  pattern = rng.integers(0, 10, int(rng.integers(2, 4)))
+  return [int(pattern[i % len(pattern)]) for i in range(n)]
+
+
+def _progression(rng, n):
+  """An arithmetic progression modulo 10: 2468024."""
+  start, step = rng.integers(0, 10), rng.integers(1, 10)
+  return [int((start + step * i) % 10) for i in range(n)]
+
+
+def _sorted(rng, n):
+  """Random digits in ascending or descending order: 1335789."""
+  digits = np.sort(rng.integers(0, 10, n))
+  return [int(d) for d in (digits if rng.integers(2) else digits[::-1])]
+
+
+def _palindrome(rng, n):
+  """A half mirrored: 1234321 (each digit equals its mirror image)."""
+  half = [int(d) for d in rng.integers(0, 10, (n + 1) // 2)]
+  return half + half[:n // 2][::-1]
+
+
+def _repeated_half(rng, n):
+  """A half written twice: 12341234."""
+  half = [int(d) for d in rng.integers(0, 10, (n + 1) // 2)]
+  return (half + half)[:n]
+
+
+STRUCTURES = {'runs': _runs, 'repeats': _repeats,
+              'progression': _progression, 'sorted': _sorted,
+              'palindrome': _palindrome, 'repeated_half': _repeated_half}
+
+
+def structured_digits(kind: str, rng: np.random.Generator) -> list:
+  """One digit list of STRUCTURES[kind], 4 to synthetic.LENGTH long."""
+  if kind not in STRUCTURES:
+    raise ValueError(f'Unknown structure {kind!r}; the structures are '
+                     f'{list(STRUCTURES)}.')
+  return STRUCTURES[kind](rng, int(rng.integers(4, synthetic.LENGTH + 1)))
+
+
 def pretraining_corpus(num_examples: int, seed: int, vocab_size: int
                        ) -> Features:
   """Span-corrupted model features of a generated, task-free corpus.
 
-  Half of the texts are inputs of the suite's train split (never its
-  held-out or test examples), half are random digit strings of 2 to
-  synthetic.LENGTH digits; no text carries a task or an answer. task_ids
-  are 0: the backbone is pretrained without conditioning.
+  Each text is drawn from one of len(STRUCTURES) + 1 sources with equal
+  probability: a generative process of STRUCTURES, or an input of the
+  suite's train split (uniform digits: the inputs the tasks read, never a
+  held-out or test one). No text carries a task or an answer. task_ids are
+  0: the backbone is pretrained without conditioning.
   """
   rng = np.random.default_rng([seed, 7])
-  half = num_examples // 2
-  texts = [''.join(map(str, x)) for x in synthetic.inputs(
-      'train', half, seed)]
-  for _ in range(num_examples - half):
-    length = int(rng.integers(2, synthetic.LENGTH + 1))
-    texts.append(''.join(map(str, rng.integers(0, 10, length))))
+  kinds = rng.integers(0, len(STRUCTURES) + 1, num_examples)
+  suite_inputs = iter(synthetic.inputs('train', int((kinds == 0).sum()),
+                                       seed))
+  names = list(STRUCTURES)
+  texts = [''.join(map(str, next(suite_inputs) if k == 0 else
+                       structured_digits(names[k - 1], rng)))
+           for k in kinds]
   pairs = [span_corrupt(list(VOCABULARY.encode(t)), rng, vocab_size)
            for t in texts]
   return model_features(pad([p[0] for p in pairs], INPUT_LENGTH),
                         pad([p[1] for p in pairs], TARGET_LENGTH),
                         np.zeros(len(pairs), np.int32))
+
+
+def unstructured_floor(corpus: Features) -> float:
+  """The pretraining loss of a model that knows span corruption's format
+  but nothing of how digits depend on each other: per target token (the
+  loss is normalised by the batch's target tokens), ln 10 for every masked
+  digit and 0 for sentinels and EOS. A loss well below it means the model
+  learned structure, not only the format."""
+  targets = corpus['decoder_target_tokens']
+  digits = np.isin(targets, VOCABULARY.encode('0123456789'))
+  return float(np.log(10) * digits.sum() / (targets > 0).sum())

@@ -168,11 +168,17 @@ def settings_section(results: Mapping) -> List[str]:
   pre = results.get('pretrain') or {}
   rates = lambda v: ', '.join(f'{x:g}' for x in v)
   rows = [
-      ('Seeds', f'{s["seeds"]} (rates swept on seeds 0-'
-                f'{s["sweep_seeds"] - 1}, the selected rate then run on the '
-                'rest)'),
-      ('Learning rates, full tuning', rates(s['full_rates'])),
-      ('Learning rates, conditioning only', rates(s['conditioning_rates'])),
+      ('Seeds', f'{s["seeds"]} (rates swept on '
+                + ('seed 0' if s['sweep_seeds'] == 1 else
+                   f'seeds 0-{s["sweep_seeds"] - 1}')
+                + ', the selected rate then run on the rest)'),
+      ('Learning rates, full tuning', rates(s['full_rates'])
+       + ' (first grid)'),
+      ('Learning rates, conditioning only', rates(s['conditioning_rates'])
+       + ' (first grid)'),
+      ('Grid extension', 'while the best rate is the smallest or largest '
+       'tried, one more step along the 1-3-10 ladder that way, up to '
+       f'{s["max_rates"]} rates'),
       ('Steps, batch size', f'{s["steps"]}, {s["batch_size"]} (AdamW, '
                             f'{s["warmup_steps"]} warmup steps, cosine '
                             'decay to 0)'),
@@ -182,12 +188,17 @@ def settings_section(results: Mapping) -> List[str]:
                             f'split), {s["num_test"]} test (validation split)'),
       ('Pretraining', f'{s["pretrain_steps"]} steps at rate '
                       f'{s["pretrain_rate"]:g} on {s["pretrain_examples"]:,} '
-                      'span-corrupted texts'
-                      + (f'; loss {pre["losses"][0]["loss"]:.2f} after '
-                         f'{pre["losses"][0]["step"]} steps, '
-                         f'{pre["losses"][-1]["loss"]:.2f} at the end'
-                         if pre else '')),
+                      'span-corrupted texts'),
   ]
+  if pre:
+    curve = pre['losses']
+    rows.append((
+        'Pretraining cross-entropy (mean over the steps since the last '
+        'record)', f'{curve[0]["cross_ent_loss"]:.3f} over steps 1-'
+        f'{curve[0]["step"]}, {curve[-1]["cross_ent_loss"]:.3f} over the last '
+        f'{curve[-1]["step"] - curve[-2]["step"]} steps; a model that learned '
+        'only the format, every masked digit uniform, sits at '
+        f'{pre["unstructured_floor"]:.3f}'))
   first = next(iter(results['runs']))
   rows.append(('Backbone parameters', f'{first["params"]["backbone"]:,}'))
   return ['| | |', '|---|---|'] + [f'| {a} | {b} |' for a, b in rows]
@@ -217,15 +228,33 @@ def main_section(table: Mapping, setting: str, conditioners) -> List[str]:
   return lines
 
 
-def sweep_section(table: Mapping, conditioners) -> List[str]:
+def at_edge(row: Mapping) -> str:
+  """'smallest' or 'largest' when the selected rate is that end of the
+  rates its sweep tried, else ''."""
+  rates = sorted(row['sweep'])
+  return ('smallest' if row['rate'] == rates[0] else
+          'largest' if row['rate'] == rates[-1] else '')
+
+
+def sweep_section(table: Mapping, settings: Mapping) -> List[str]:
   lines = ['| Setting | Regime | Method | Held-out score per rate (mean over '
-           'the sweep seeds) | Selected |', '|---|---|---|---|---:|']
+           'the sweep seeds; * beyond the first grid) | Selected | At an '
+           'edge |', '|---|---|---|---|---:|---|']
   for (setting, regime, c), row in table.items():
-    cells = ', '.join(f'{rate:g}: {score:.1f}'
+    grid = settings[f'{regime}_rates']
+    cells = ', '.join(f'{rate:g}{"" if rate in grid else "*"}: {score:.1f}'
                       for rate, score in row['sweep'].items())
     lines.append(f'| {SETTING_NAMES[setting]} | {REGIME_NAMES[regime]} | '
-                 f'{_name(c)} | {cells} | {row["rate"]:g} |')
-  del conditioners
+                 f'{_name(c)} | {cells} | {row["rate"]:g} | '
+                 f'{at_edge(row) or "no"} |')
+  edges = [at_edge(row) for row in table.values()]
+  extended = sum(any(rate not in settings[f'{k[1]}_rates']
+                     for rate in row['sweep']) for k, row in table.items())
+  lines += ['', f'The selected rate is at an edge of the rates tried in '
+            f'{sum(map(bool, edges))} of {len(edges)} groups '
+            f'({edges.count("smallest")} at the smallest, '
+            f'{edges.count("largest")} at the largest); '
+            f'{extended} sweeps went beyond their first grid.']
   return lines
 
 
@@ -359,7 +388,7 @@ def sections(results: Mapping) -> Dict[str, List[str]]:
   conditioners = results['conditioners']
   out = {'provenance': provenance_section(results),
          'settings': settings_section(results),
-         'sweep': sweep_section(table, conditioners),
+         'sweep': sweep_section(table, results['settings']),
          'claims': claims_section(claims(table, conditioners)),
          'greedy': greedy_section(results)}
   for setting in run_lib.SETTINGS:

@@ -22,8 +22,12 @@ seed (a random backbone has nothing to steer); in `pretrained` it is the
 pretrained checkpoint.
 
 Learning rates: each (setting, regime, conditioner) tries every rate of its
-sweep on the first `sweep_seeds` seeds; the rate with the best mean
-held-out score is then run on the remaining seeds. Held-out examples come
+regime's grid on the first `sweep_seeds` seeds. While the best rate (by
+mean held-out score) is the smallest or largest tried, the sweep goes one
+step further along the 1-3-10 ladder in that direction, up to `max_rates`
+rates, so the rate chosen is bracketed by worse ones wherever the budget
+allows (EXPERIMENTS.md counts where it is not). The chosen rate is then run
+on the remaining seeds. Held-out examples come
 from the suite's train split (study.data), and the best evaluation per task
 is picked on them too; the test split (the seqio validation split) is only
 reported. All replicas of a group (seeds x rates) train together: the train
@@ -72,38 +76,64 @@ BATCH_SEED, PRETRAIN_SEED = 1000, 5000
 class Settings:
   """How big the study is (README: how long each setting takes)."""
   seeds: int = 5
-  sweep_seeds: int = 2  # The learning-rate sweep runs on seeds 0..this-1.
-  steps: int = 300
-  eval_every: int = 60
+  sweep_seeds: int = 1  # The learning-rate sweep runs on seeds 0..this-1.
+  # What fits about 35 minutes on 2 idle cores; copy and reverse need about
+  # twice as many steps (EXPERIMENTS.md, Limits).
+  steps: int = 600
+  eval_every: int = 120
   batch_size: int = 32
   num_train: int = 5000  # Per task.
   num_heldout: int = 50  # Per task, from the train split: selection.
   num_test: int = 100  # Per task, the validation split: reported only.
-  # AdamW peak rates (warmup, then cosine decay to 0).
-  full_rates: Tuple[float, ...] = (1e-3, 3e-3, 1e-2)
+  # AdamW peak rates (warmup, then cosine decay to 0), on the 1-3-10 ladder:
+  # each regime's first grid; the sweep extends it at an edge (max_rates).
+  full_rates: Tuple[float, ...] = (3e-4, 1e-3, 3e-3)
   conditioning_rates: Tuple[float, ...] = (1e-2, 3e-2, 1e-1)
-  warmup_steps: int = 30
-  pretrain_steps: int = 1500
-  pretrain_rate: float = 3e-3
-  pretrain_examples: int = 50_000
+  max_rates: int = 5
+  warmup_steps: int = 60
+  pretrain_steps: int = 4000
+  pretrain_rate: float = 1e-3
+  pretrain_examples: int = 128_000
   scale_counts: bool = True  # Parameter counts at T5 sizes (shapes only).
+
+  def __post_init__(self):
+    for rate in self.full_rates + self.conditioning_rates:
+      if ladder(ladder_index(rate)) != rate:
+        raise ValueError(f'Learning rate {rate:g} is not on the 1-3-10 '
+                         'ladder (1e-3, 3e-3, 1e-2, ...).')
+    if self.max_rates < max(len(self.full_rates),
+                            len(self.conditioning_rates)):
+      raise ValueError(f'max_rates={self.max_rates} is below a grid\'s '
+                       'size.')
 
   def rates(self, regime: str) -> Tuple[float, ...]:
     return self.full_rates if regime == 'full' else self.conditioning_rates
+
+
+def ladder_index(rate: float) -> int:
+  """The position of `rate` on the 1-3-10 ladder (..., 1e-3: -6, 3e-3: -5,
+  1e-2: -4, ...): 3 counts as half a decade."""
+  return round(2 * np.log10(rate))
+
+
+def ladder(index: int) -> float:
+  """The ladder's rate at `index` (ladder_index's inverse)."""
+  return float(f'{(3 if index % 2 else 1)}e{index // 2}')
 
 
 FULL = Settings()
 QUICK = Settings(seeds=2, sweep_seeds=1, steps=30, eval_every=15,
                  num_train=200, num_heldout=20, num_test=20,
                  full_rates=(3e-3, 1e-2), conditioning_rates=(3e-2, 1e-1),
-                 warmup_steps=5, pretrain_steps=30, pretrain_examples=1000,
-                 scale_counts=False)
+                 max_rates=3, warmup_steps=5, pretrain_steps=30,
+                 pretrain_examples=1000, scale_counts=False)
 
 
 @dataclasses.dataclass(frozen=True)
 class Group:
   """Replicas trained together: one (setting, regime, conditioner) at the
-  given (seed, learning rate) pairs. stage: 'sweep' or 'final'."""
+  given (seed, learning rate) pairs. stage: 'sweep' (one group per rate
+  tried) or 'final'."""
   setting: str
   regime: str
   conditioner: str
@@ -112,9 +142,10 @@ class Group:
 
 
 def sweep_group(settings: Settings, setting: str, regime: str,
-                conditioner: str) -> Group:
+                conditioner: str, rates: Sequence[float] = ()) -> Group:
+  """The sweep's runs at `rates` (default: the regime's grid)."""
   return Group(setting, regime, conditioner, 'sweep', tuple(
-      (s, r) for r in settings.rates(regime)
+      (s, r) for r in (rates or settings.rates(regime))
       for s in range(settings.sweep_seeds)))
 
 
@@ -158,6 +189,17 @@ def select_rate(runs: Sequence[Mapping]) -> float:
   means = {rate: np.mean([heldout_score(r) for r in runs
                           if r['learning_rate'] == rate]) for rate in rates}
   return max(rates, key=lambda rate: (means[rate], -rate))
+
+
+def next_rate(settings: Settings, runs: Sequence[Mapping]) -> Optional[float]:
+  """The rate the sweep of `runs` tries next: one ladder step beyond the
+  selected rate when that is the smallest or largest tried and fewer than
+  settings.max_rates were tried; else None (the sweep is done)."""
+  rates = sorted({r['learning_rate'] for r in runs})
+  best = select_rate(runs)
+  if len(rates) >= settings.max_rates or best not in (rates[0], rates[-1]):
+    return None
+  return ladder(ladder_index(best) + (-1 if best == rates[0] else 1))
 
 
 # --- Building blocks (imported lazily: workers are spawned processes) --------
@@ -265,7 +307,8 @@ def train_replicas(model, params, regime: str, rates: Sequence[float],
                    eval_every: int = 0):
   """Trains stacked `params` ([replicas, ...] leaves) for `steps`, replica i
   at peak rate rates[i] on batches[i]; every `eval_every` steps records each
-  replica's loss and `evaluate`'s accuracies. A replica whose loss turns
+  replica's training loss and cross-entropy (means over the steps since the
+  last record) and `evaluate`'s accuracies. A replica whose loss turns
   non-finite is recorded as it is (its accuracy drops), not stopped: its
   group's other replicas go on. Returns (params, evaluations per replica)."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -281,14 +324,19 @@ def train_replicas(model, params, regime: str, rates: Sequence[float],
   # The study runs without dropout; the key is still an argument.
   keys = jnp.stack([jax.random.PRNGKey(0)] * len(rates))
   evaluations = [[] for _ in rates]
+  sums, since = 0.0, 0  # Of [replicas, 2] losses, kept on the device.
   for step in range(1, steps + 1):
     state, metrics = step_fn(state, next(batches), keys)
+    sums, since = sums + jnp.stack([metrics['loss'],
+                                    metrics['cross_ent_loss']], -1), since + 1
     if eval_every and (step % eval_every == 0 or step == steps):
-      losses = np.asarray(metrics['loss'])
+      losses = np.asarray(sums) / since
+      sums, since = 0.0, 0
       accuracy = (evaluate(state.params) if evaluate else
                   [{} for _ in rates])
-      for i, (loss, acc) in enumerate(zip(losses, accuracy)):
-        evaluations[i].append({'step': step, 'loss': float(loss), **acc})
+      for i, ((loss, cross_ent), acc) in enumerate(zip(losses, accuracy)):
+        evaluations[i].append({'step': step, 'loss': float(loss),
+                               'cross_ent_loss': float(cross_ent), **acc})
   return state.params, evaluations
 
 
@@ -430,7 +478,9 @@ def greedy_check(model, params, data) -> Dict[str, int]:
 
 def pretrain(settings: Settings, workdir: str) -> dict:
   """Span-corruption pretraining of the plain backbone (in a worker);
-  saves it for the `pretrained` setting. Returns its loss curve."""
+  saves it for the `pretrained` setting. Returns its loss curve and the
+  loss a model would sit at that learned only the format
+  (data.unstructured_floor)."""
   start, cpu_start = time.time(), time.process_time()
   from study import data  # pylint: disable=g-import-not-at-top
   model = build_model('none', 1)
@@ -446,6 +496,7 @@ def pretrain(settings: Settings, workdir: str) -> dict:
   return {'steps': settings.pretrain_steps,
           'examples': settings.pretrain_examples,
           'learning_rate': settings.pretrain_rate, 'losses': losses,
+          'unstructured_floor': data.unstructured_floor(corpus),
           'seconds': time.time() - start,
           'cpu_seconds': time.process_time() - cpu_start}
 
@@ -493,7 +544,7 @@ def provenance(argv: Sequence[str]) -> dict:
       'commit': git('rev-parse', 'HEAD').strip(),
       'dirty': bool(git('status', '--porcelain', '--untracked-files=no')
                     .strip()),
-      'command': 'python -m study.run ' + ' '.join(argv),
+      'command': ' '.join(['python -m study.run', *argv]),
       'cpu': machine.cpu_model(), 'cores': os.cpu_count(),
       'platform': platform.platform(),
       'python': platform.python_version(),
@@ -516,6 +567,7 @@ def run_study(settings: Settings, workdir: str, workers: int) -> dict:
   start = time.time()
   conditioners = conditioner_names()
   runs, selected, extra = [], {}, {}
+  sweeps = {}  # key -> its sweep's runs so far.
   done = set()
   none_key = 'scratch/full/none'
 
@@ -568,10 +620,22 @@ def run_study(settings: Settings, workdir: str, workers: int) -> dict:
         else:
           runs += result
           key = _key(group)
-          done.add(f'{group.stage}:{key}')
           label = f'{group.stage} {key} x{len(group.replicas)}'
-          if group.stage == 'sweep':
-            selected[key] = select_rate(result)
+          if group.stage == 'final':
+            done.add(f'final:{key}')
+            rate = None
+          else:
+            sweeps[key] = sweeps.get(key, []) + result
+            rate = next_rate(settings, sweeps[key])
+          if rate is not None:
+            # Jumps the queue: its group's final runs wait on it.
+            pending.insert(0, ('sweep', sweep_group(
+                settings, group.setting, group.regime, group.conditioner,
+                [rate])))
+            label += f', best rate at an edge: next {rate:g}'
+          elif group.stage == 'sweep':
+            done.add(f'sweep:{key}')
+            selected[key] = select_rate(sweeps[key])
             if key == none_key:
               with open(os.path.join(workdir, 'none_rate.json'), 'w') as f:
                 json.dump({'rate': selected[key]}, f)

@@ -27,6 +27,7 @@ from study import run
 from study import stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VOCABULARY_ID = {c: synthetic.VOCABULARY.encode(c)[0] for c in '0123456789'}
 
 
 def test_study_features_equal_the_seqio_task_pipeline():
@@ -69,6 +70,52 @@ def test_span_corruption_by_hand():
   corpus = data.pretraining_corpus(10, 0, vocab)
   assert (corpus['task_ids'] == 0).all()
   assert ((corpus['decoder_target_tokens'] == 383).sum(-1) == 1).all()
+
+
+def test_pretraining_structures_and_the_unstructured_floor_by_hand():
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    x = data.structured_digits('palindrome', rng)
+    assert x == x[::-1] and 4 <= len(x) <= synthetic.LENGTH
+    x = data.structured_digits('progression', rng)
+    assert len({(b - a) % 10 for a, b in zip(x, x[1:])}) == 1
+    x = data.structured_digits('sorted', rng)
+    assert x in (sorted(x), sorted(x)[::-1])
+    x = data.structured_digits('repeated_half', rng)
+    half = (len(x) + 1) // 2
+    assert x[half:] == x[:len(x) - half]
+    x = data.structured_digits('repeats', rng)
+    assert x[3:] == x[:-3] or x[2:] == x[:-2]
+    x = data.structured_digits('runs', rng)
+    assert sum(a != b for a, b in zip(x, x[1:])) <= 2
+  with pytest.raises(ValueError, match='Unknown structure'):
+    data.structured_digits('primes', rng)
+  # Targets [sentinel, '7', EOS] and [sentinel, '1', '2', EOS]: 3 digits
+  # in 7 target tokens.
+  sentinel = 383
+  digit = lambda c: VOCABULARY_ID[c]
+  targets = data.pad([[sentinel, digit('7')], [sentinel, digit('1'),
+                                              digit('2')]], 9)
+  assert data.unstructured_floor({'decoder_target_tokens': targets}) == (
+      pytest.approx(3 * math.log(10) / 7))
+
+
+def test_rate_ladder_and_sweep_extension():
+  assert [run.ladder(i) for i in range(-7, -2)] == [3e-4, 1e-3, 3e-3, 1e-2,
+                                                    3e-2]
+  assert all(run.ladder(run.ladder_index(x)) == x for x in (1e-4, 3e-2, 1.0))
+  with pytest.raises(ValueError, match='not on the 1-3-10 ladder'):
+    run.Settings(full_rates=(2e-3, 1e-2))
+  settings = run.Settings(max_rates=4)
+  sweep = lambda scores: [_run('scratch', 'full', 'none', 0, rate, [[h]],
+                               [[0.0]]) for rate, h in scores.items()]
+  # Best at the smallest rate: one step down; at the largest: one up.
+  assert run.next_rate(settings, sweep({1e-3: .9, 3e-3: .5, 1e-2: .4})) == 3e-4
+  assert run.next_rate(settings, sweep({1e-3: .1, 3e-3: .5, 1e-2: .6})) == 3e-2
+  # Bracketed: done; at max_rates: done even at an edge.
+  assert run.next_rate(settings, sweep({1e-3: .1, 3e-3: .5, 1e-2: .4})) is None
+  assert run.next_rate(settings, sweep({3e-4: .9, 1e-3: .8, 3e-3: .5,
+                                        1e-2: .4})) is None
 
 
 def test_t_interval_and_paired_test_against_scipy():
@@ -158,6 +205,11 @@ def test_report_numbers_by_hand():
   diff = report.compare(table, ('scratch', 'full', 'hyperprompt_global'),
                         ('scratch', 'full', 'hyperprompt_share'))
   assert diff.mean == pytest.approx(10.0) and stats.verdict(diff) == 'agrees'
+  # 0.1 is the largest rate of every sweep, and 0.01 was the first grid.
+  assert report.sweep_section(table, {'full_rates': [0.01]})[-1] == (
+      'The selected rate is at an edge of the rates tried in 3 of 3 groups '
+      '(0 at the smallest, 3 at the largest); 3 sweeps went beyond their '
+      'first grid.')
   results['selected_rates']['scratch/full/none'] = 0.01
   with pytest.raises(ValueError, match='select rate 0.1'):
     report.summary(results)
