@@ -273,7 +273,9 @@ def per_task_section(table: Mapping, setting: str, regime: str,
 
 def claims(table: Mapping, conditioners: Sequence[str]) -> List[dict]:
   """Every paired comparison behind a verdict: the paper's claims in both
-  settings, and full tuning against conditioning-only per method."""
+  settings, full tuning against conditioning-only per method, and per
+  method with full tuning, the pretrained backbone against from scratch
+  (same seeds: same batches and conditioning initialisation)."""
   out = []
   for setting in run_lib.SETTINGS:
     for claim, regime, a, b in CLAIMS:
@@ -286,6 +288,11 @@ def claims(table: Mapping, conditioners: Sequence[str]) -> List[dict]:
       if ka in table and kb in table:
         out.append({'claim': 'Full tuning beats conditioning only',
                     'setting': setting, 'regime': c, 'a': ka, 'b': kb})
+  for c in conditioners:
+    ka, kb = ('pretrained', 'full', c), ('scratch', 'full', c)
+    if ka in table and kb in table:
+      out.append({'claim': 'Pretraining helps (full tuning)',
+                  'setting': 'pretrained', 'regime': c, 'a': ka, 'b': kb})
   for row in out:
     row['accuracy'] = compare(table, row['a'], row['b'])
     row['speed'] = compare(table, row['a'], row['b'], 'speed')
@@ -300,8 +307,10 @@ def claims_section(rows: Sequence[Mapping]) -> List[str]:
   for r in rows:
     what = (REGIME_NAMES[r['regime']] if r['regime'] in REGIME_NAMES
             else _name(r['regime']))
+    setting = (SETTING_NAMES[r['a'][0]] if r['a'][0] == r['b'][0] else
+               f'{SETTING_NAMES[r["a"][0]]} vs {SETTING_NAMES[r["b"][0]]}')
     lines.append(
-        f'| {r["claim"]} | {SETTING_NAMES[r["setting"]]} | {what} | '
+        f'| {r["claim"]} | {setting} | {what} | '
         f'{_diff(r["accuracy"])} | {_p(r["accuracy"])} | '
         f'{r["accuracy"].n} | {stats.verdict(r["accuracy"])} | '
         f'{_diff(r["speed"])} |')

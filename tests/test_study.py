@@ -210,6 +210,20 @@ def test_report_numbers_by_hand():
       'The selected rate is at an edge of the rates tried in 3 of 3 groups '
       '(0 at the smallest, 3 at the largest); 3 sweeps went beyond their '
       'first grid.')
+  # Pretrained None 5 points above scratch None on every seed.
+  for seed in range(3):
+    test = 0.35 + 0.05 * seed
+    results['runs'].append(_run('pretrained', 'full', 'none', seed, 0.1,
+                                [[0.9, 0.9]], [[test, test]],
+                                'sweep' if seed == 0 else 'final'))
+  results['selected_rates']['pretrained/full/none'] = 0.1
+  row = next(r for r in report.claims(report.summary(results),
+                                      results['conditioners'])
+             if r['claim'] == 'Pretraining helps (full tuning)')
+  assert row['accuracy'].mean == pytest.approx(5.0)
+  assert report.claims_section([row])[-1].startswith(
+      '| Pretraining helps (full tuning) | pretrained vs from scratch | '
+      'None (multi-task T5) | +5.0 [+5.0, +5.0] |')
   results['selected_rates']['scratch/full/none'] = 0.01
   with pytest.raises(ValueError, match='select rate 0.1'):
     report.summary(results)
