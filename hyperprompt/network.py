@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from hyperprompt.attention import MultiHeadAttention
 from hyperprompt.conditioning.interface import (Conditioner, Conditioning,
                                                 LayerConditioning,
-                                                apply_adapter, per_example,
+                                                apply_adapter,
                                                 require_task_ids,
                                                 stack_layers)
 from hyperprompt.config import T5Config
@@ -217,12 +217,9 @@ class Decoder(nn.Module):
     full_bias = lambda: relpos(jnp.arange(length), jnp.arange(length))
     if decode:
       # Created by the first decode call; `cache_index` and `cached_bias` are
-      # the names t5x's beam search leaves unexpanded. Beam search expands
-      # every other leaf along its first dim, so the conditioning is stored
-      # per example (adapter weights gathered; `per_example`).
-      layer_conditioning = self.variable(
-          'cache', 'conditioning',
-          lambda: tuple(map(per_example, conditioning()))).value
+      # the names t5x's beam search leaves unexpanded.
+      layer_conditioning = self.variable('cache', 'conditioning',
+                                         conditioning).value
       index = self.variable('cache', 'cache_index',
                             lambda: jnp.array(0, jnp.int32))
       cached_bias = self.variable('cache', 'cached_bias', full_bias)

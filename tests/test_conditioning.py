@@ -1,12 +1,10 @@
 """Conditioning methods through the real Transformer: METHOD.md's parameter
-formulas and prompt equations, mixed-task batches, per-task adapters against
-the per-example formula, gradients, freezing, the plain network with `none`,
-and the T5-XXL overhead of the defaults."""
+formulas and prompt equations, mixed-task batches, gradients, freezing, the
+plain network with `none`, and the T5-XXL overhead of the defaults."""
 import os
 
 import gin
 import jax
-from jax import ad_checkpoint
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -18,8 +16,6 @@ from hyperprompt.conditioning import check_task_ids
 from hyperprompt.conditioning import hyperprompt
 from hyperprompt.conditioning import none
 from hyperprompt.conditioning import registry
-from hyperprompt.conditioning.interface import (LayerConditioning,
-                                                apply_adapter, per_example)
 from hyperprompt.config import T5Config
 from hyperprompt.network import Transformer
 
@@ -167,73 +163,6 @@ def test_mixed_batch_equals_each_task_alone_and_tasks_differ(name):
   for a in range(cm.NUM_TASKS):
     for b in range(a):
       assert np.abs(per_task[a] - per_task[b]).max() > 1e-6, (a, b)
-
-
-def _numpy_adapter(h, weights, task_ids):
-  """The per-example adapter formula (interface.apply_adapter's docstring) in
-  NumPy, one example at a time with its task's weights."""
-  gelu = lambda z: 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) *
-                                          (z + 0.044715 * z**3)))
-  out = []
-  for x, t in zip(h, task_ids):
-    w = {name: v[t] for name, v in weights.items()}
-    z = gelu(x @ w['down'] + w['down_bias']) @ w['up'] + w['up_bias']
-    if 'norm_scale' in w:
-      z = (z - z.mean(-1, keepdims=True)) / np.sqrt(
-          z.var(-1, keepdims=True) + 1e-6) * w['norm_scale'] + w['norm_bias']
-    out.append(x + z)
-  return np.stack(out)
-
-
-@pytest.mark.parametrize('norm', [False, True], ids=['adapters',
-                                                      'hyperformer_norm'])
-def test_per_task_adapter_is_the_per_example_formula_without_its_copies(
-    norm, capsys):
-  """Adapter weights reach a layer per task with the batch's task ids; the
-  layer applies each example's (training), or the decode cache's weights
-  gathered per example. Both equal the per-example formula, and the backward
-  pass keeps no per-example weight copies ([batch, emb, r])."""
-  batch, length, d, r, tasks = 5, 3, 6, 4, 3
-  rng = np.random.default_rng(0)
-  shapes = {'down': (d, r), 'down_bias': (r,), 'up': (r, d), 'up_bias': (d,)}
-  if norm:
-    shapes.update(norm_scale=(d,), norm_bias=(d,))
-  weights = {name: rng.normal(size=(tasks,) + shape).astype(np.float32)
-             for name, shape in shapes.items()}
-  h = rng.normal(size=(batch, length, d)).astype(np.float32)
-  task_ids = np.array([2, 0, 1, 2, 0], np.int32)
-  expected = _numpy_adapter(h, weights, task_ids)
-  cond = LayerConditioning(adapter={**weights, 'task_ids': task_ids})
-  np.testing.assert_allclose(apply_adapter(h, cond.adapter), expected,
-                             rtol=1e-4, atol=1e-4)
-  cached = per_example(cond).adapter
-  assert set(cached) == set(shapes)
-  assert cached['down'].shape == (batch, d, r)
-  np.testing.assert_allclose(apply_adapter(h, cached), expected, rtol=1e-4,
-                             atol=1e-4)
-
-  # Gradients for the per-task weights and h: as autodiff of the formula
-  # over weights gathered outside (the old per-example path).
-  cotangent = rng.normal(size=h.shape).astype(np.float32)
-  loss = lambda adapter_of: lambda h, w: jnp.sum(
-      apply_adapter(h, adapter_of(w)) * cotangent)
-  per_task = loss(lambda w: {**w, 'task_ids': task_ids})
-  gathered = loss(lambda w: {k: jnp.take(v, task_ids, axis=0)
-                             for k, v in w.items()})
-  ours = jax.grad(per_task, argnums=(0, 1))(h, weights)
-  reference = jax.grad(gathered, argnums=(0, 1))(h, weights)
-  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-
-  def saved_shapes(f):
-    capsys.readouterr()
-    ad_checkpoint.print_saved_residuals(f, h, weights)
-    return capsys.readouterr().out.replace(' ', '')
-  copies = (f'[{batch},{d},{r}]', f'[{batch},{r},{d}]')
-  # The check can see them: the old path keeps both.
-  assert all(c in saved_shapes(gathered) for c in copies)
-  saved = saved_shapes(per_task)
-  assert not any(c in saved for c in copies), saved
 
 
 def test_out_of_range_task_ids_are_rejected_on_the_host():

@@ -7,11 +7,8 @@ parameters live under `params/conditioner` and freeze masks are one subtree),
 that maps the batch's task ids to a `Conditioning`. The network consumes the
 Conditioning and nothing else about the method.
 
-Conditioners compute their per-task outputs for all `num_tasks` tasks once, so
-their cost does not grow with the batch. Prompts are gathered by `task_ids`
-([batch, l, heads, head_dim] per layer is small); adapter weights are not
-([batch, emb, r] per layer is not): they reach the layers per task, with the
-task ids, and `apply_adapter` picks each example's.
+Conditioners compute their per-task outputs for all `num_tasks` tasks once and
+gather them by `task_ids`, so their cost does not grow with the batch.
 """
 from typing import Dict, Optional, Tuple
 
@@ -35,14 +32,10 @@ class LayerConditioning:
     self_prefix: (key, value), each [batch, l, heads, head_dim], prepended to
       this layer's self-attention keys and values.
     cross_prefix: the same for encoder-decoder attention (decoder layers).
-    adapter: bottleneck adapter applied after the FFN, its weights per task
-      with each example's task: 'down' [T, emb, r], 'down_bias' [T, r],
-      'up' [T, r, emb], 'up_bias' [T, emb], optionally 'norm_scale',
-      'norm_bias' [T, emb] (a generated layer norm, HyperFormer++), and
-      'task_ids' [batch]. The decode cache holds it per example instead
-      (`per_example`): the same names without 'task_ids', each weight with
-      a leading [batch] dim, since beam search expands every cache leaf
-      along its first dim.
+    adapter: per-example bottleneck adapter applied after the FFN:
+      'down' [batch, emb, r], 'down_bias' [batch, r], 'up' [batch, r, emb],
+      'up_bias' [batch, emb]; optionally 'norm_scale', 'norm_bias'
+      [batch, emb], a generated layer norm (HyperFormer++).
   """
   self_prefix: Optional[Prefix] = None
   cross_prefix: Optional[Prefix] = None
@@ -73,11 +66,17 @@ class Conditioning:
                       for _ in range(config.num_decoder_layers)))
 
 
-TASK_IDS = 'task_ids'
+def apply_adapter(h: Array, adapter: Optional[Dict[str, Array]]) -> Array:
+  """Bottleneck adapter with per-example weights, on a sublayer's output.
 
-
-def _bottleneck(h: Array, adapter: Dict[str, Array]) -> Array:
-  """The adapter of each example, from weights with a leading [batch] dim."""
+  `h + up(gelu(down(h)))` (Houlsby et al. 2019); with 'norm_scale' and
+  'norm_bias', the generated layer norm of HyperFormer++ (Karimi Mahabadi et
+  al. 2021) normalises the up-projection: `h + LN(up(gelu(down(h))))`.
+  The caller adds the layer's residual afterwards.
+  Shapes: h [batch, length, emb] -> [batch, length, emb].
+  """
+  if adapter is None:
+    return h
   dtype = h.dtype
   z = jnp.einsum('bld,bdr->blr', h, adapter['down'].astype(dtype))
   z = jax.nn.gelu(z + adapter['down_bias'][:, None, :].astype(dtype))
@@ -91,52 +90,6 @@ def _bottleneck(h: Array, adapter: Dict[str, Array]) -> Array:
     z = (z32 * adapter['norm_scale'][:, None, :] +
          adapter['norm_bias'][:, None, :]).astype(dtype)
   return h + z
-
-
-def _gather_tasks(adapter: Dict[str, Array]) -> Dict[str, Array]:
-  """Per-task weights [T, ...] -> each example's [batch, ...]."""
-  ids = adapter[TASK_IDS]
-  return {name: jnp.take(w, ids, axis=0)
-          for name, w in adapter.items() if name != TASK_IDS}
-
-
-# The per-example weights ([batch, emb, r] per layer) exist only inside this
-# function, forward and again in the backward pass: the backward keeps its
-# inputs (h, the per-task weights, the task ids) and recomputes the gather,
-# instead of keeping every layer's per-example copies for the weight
-# gradients (over a scanned stack, [layers, batch, emb, r] twice, in
-# float32: +4.9% memory at T5.1.1-XXL on v5e-256, issue 13). The gradient
-# reaches the per-task weights through the gather's transpose, one layer at
-# a time.
-_per_task_adapter = jax.checkpoint(
-    lambda h, adapter: _bottleneck(h, _gather_tasks(adapter)))
-
-
-def apply_adapter(h: Array, adapter: Optional[Dict[str, Array]]) -> Array:
-  """Bottleneck adapter with each example's task's weights, on a sublayer's
-  output.
-
-  `h + up(gelu(down(h)))` (Houlsby et al. 2019); with 'norm_scale' and
-  'norm_bias', the generated layer norm of HyperFormer++ (Karimi Mahabadi et
-  al. 2021) normalises the up-projection: `h + LN(up(gelu(down(h))))`.
-  The caller adds the layer's residual afterwards. `adapter` is per task
-  (with 'task_ids') or per example (the decode cache); see
-  LayerConditioning.
-  Shapes: h [batch, length, emb] -> [batch, length, emb].
-  """
-  if adapter is None:
-    return h
-  if TASK_IDS in adapter:
-    return _per_task_adapter(h, adapter)
-  return _bottleneck(h, adapter)
-
-
-def per_example(cond: LayerConditioning) -> LayerConditioning:
-  """`cond` with its adapter's weights gathered for each example: what the
-  decode cache stores, where every leaf has a leading [batch] dim."""
-  if cond.adapter is None or TASK_IDS not in cond.adapter:
-    return cond
-  return cond.replace(adapter=_gather_tasks(cond.adapter))
 
 
 def stack_layers(per_layer: Tuple[LayerConditioning, ...]

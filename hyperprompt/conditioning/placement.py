@@ -17,7 +17,7 @@ from typing import Dict, NamedTuple, Tuple
 
 import jax
 
-from hyperprompt.conditioning.interface import (TASK_IDS, Conditioning,
+from hyperprompt.conditioning.interface import (Conditioning,
                                                 LayerConditioning)
 from hyperprompt.config import T5Config
 
@@ -78,13 +78,10 @@ def prefix_conditioning(config: T5Config, sites: Tuple[Site, ...],
 
 def adapter_conditioning(config: T5Config,
                          layers: Tuple[Tuple[str, int], ...],
-                         adapters: Dict[str, jax.Array],
-                         task_ids: jax.Array) -> Conditioning:
-  """adapters {name: [T, L, ...]} per task, task_ids [batch] -> one adapter
-  dict per layer, {name: [T, ...], 'task_ids': [batch]} (interface.py)."""
+                         adapters: Dict[str, jax.Array]) -> Conditioning:
+  """adapters {name: [batch, L, ...]} -> one adapter dict per layer."""
   per_layer = {
-      layer: {'adapter': {**{name: w[:, j] for name, w in adapters.items()},
-                          TASK_IDS: task_ids}}
+      layer: {'adapter': {name: w[:, j] for name, w in adapters.items()}}
       for j, layer in enumerate(layers)
   }
   return _assemble(config, per_layer)
