@@ -116,14 +116,16 @@ class HyperPrompt(Conditioner):
     site_prompts = self.site_prompts(task_prompts, config, len(sites))
     prompts = []
     for kind in ('key', 'value'):
-      # [T, M, l, h*d_h] -> [T, M, l, h, d_h]
-      p = site_prompts[kind].reshape(
-          self.num_tasks, len(sites), self.prompt_length, config.num_heads,
-          config.head_dim)
-      # Gather the batch's tasks: [T, ...] -> [batch, M, l, h, d_h], cast
-      # first so that what moves between devices is in the activation dtype.
-      prompts.append(jnp.take(p.astype(config.activation_dtype), task_ids,
-                              axis=0))
+      # Gather the batch's tasks: [T, M, l, h*d_h] -> [batch, M, l, h*d_h],
+      # cast first so that what moves between devices is in the activation
+      # dtype. Heads are split after the gather: every device holds all T
+      # tasks' prompts here, and a trailing head_dim (64 at XXL) would be
+      # padded to TPU's 128-wide tiles, doubling those buffers.
+      p = jnp.take(site_prompts[kind].astype(config.activation_dtype),
+                   task_ids, axis=0)
+      # -> [batch, M, l, h, d_h]
+      prompts.append(p.reshape(p.shape[:3] + (config.num_heads,
+                                              config.head_dim)))
     return placement_lib.prefix_conditioning(config, sites, *prompts)
 
 
