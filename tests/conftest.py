@@ -1,5 +1,8 @@
-"""Shared test setup: CPU only, quiet TensorFlow, float32 matmuls."""
+"""Shared test setup: CPU only, quiet TensorFlow, float32 matmuls, and one
+persistent XLA compilation cache for the session."""
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
@@ -8,3 +11,31 @@ import jax  # pylint: disable=g-import-not-at-top
 
 # Reference comparisons at 1e-4 need full-precision matmuls.
 jax.config.update('jax_default_matmul_precision', 'highest')
+
+# Many tests build the same tiny model again (fixtures, in-process runs, and
+# the subprocess runs of the console script, the mesh and the two-process
+# tests), and each new jit compiles it anew. JAX's persistent cache lets
+# every later compile of the same program (XLA's key: the HLO, compile
+# options, devices, flags and versions) load the executable instead. The
+# directory is new for each session and removed at its end, so no test ever
+# sees an executable from other code; subprocesses and pytest-xdist workers
+# inherit it through the environment.
+CACHE_DIR_ENV = 'JAX_COMPILATION_CACHE_DIR'
+# XLA compiles of the tiny models take well under JAX's default 1 s.
+MIN_COMPILE_TIME_ENV = 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'
+MIN_COMPILE_TIME_SECS = '0'
+
+
+def pytest_configure(config):
+  if not hasattr(config, 'workerinput'):  # Not a pytest-xdist worker.
+    config.jax_cache_dir = tempfile.mkdtemp(prefix='hyperprompt-tests-jax-')
+    os.environ[CACHE_DIR_ENV] = config.jax_cache_dir
+    os.environ[MIN_COMPILE_TIME_ENV] = MIN_COMPILE_TIME_SECS
+  jax.config.update('jax_compilation_cache_dir', os.environ[CACHE_DIR_ENV])
+  jax.config.update('jax_persistent_cache_min_compile_time_secs',
+                    float(os.environ[MIN_COMPILE_TIME_ENV]))
+
+
+def pytest_unconfigure(config):
+  if hasattr(config, 'jax_cache_dir'):
+    shutil.rmtree(config.jax_cache_dir, ignore_errors=True)
