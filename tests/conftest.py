@@ -8,6 +8,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import jax  # pylint: disable=g-import-not-at-top
+import pytest  # pylint: disable=g-import-not-at-top
 
 # Reference comparisons at 1e-4 need full-precision matmuls.
 jax.config.update('jax_default_matmul_precision', 'highest')
@@ -39,3 +40,21 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
   if hasattr(config, 'jax_cache_dir'):
     shutil.rmtree(config.jax_cache_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope='session')
+def tiny_trained_run(tmp_path_factory):
+  """MODEL_DIR of runner_tiny's model after 2 steps on in-memory batches,
+  with its checkpoint at step 2: "some trained run" for the tests that
+  evaluate, infer, export or restore it. They leave its checkpoints as they
+  are (evaluate writes its metrics beside them)."""
+  import runner_tiny  # pylint: disable=g-import-not-at-top
+
+  def batches(skip):
+    for i in range(skip, 100):
+      yield runner_tiny.random_batch(8, seed=i)
+
+  model_dir = str(tmp_path_factory.mktemp('tiny_trained') / 'run')
+  runner_tiny.train(model_dir=model_dir, train_steps=2, checkpoint_period=2,
+                    train_batches=batches)
+  return model_dir

@@ -164,15 +164,6 @@ def _snapshot(model_dir):
           for root, _, names in os.walk(model_dir) for name in names}
 
 
-@pytest.fixture(scope='module')
-def global_run(tmp_path_factory):
-  """A MODEL_DIR with a checkpoint of HyperPrompt-Global (prompt_length 2)."""
-  model_dir = str(tmp_path_factory.mktemp('global') / 'run')
-  runner_tiny.train(model_dir=model_dir, train_steps=2, checkpoint_period=2,
-                    train_batches=_in_memory)
-  return model_dir
-
-
 def _global(prompt_length):
   return HyperPromptGlobal(num_tasks=runner_tiny.NUM_TASKS,
                            prompt_length=prompt_length, bottleneck=4,
@@ -195,10 +186,10 @@ MISMATCHES = {
 @pytest.mark.parametrize('mismatch', sorted(MISMATCHES))
 @pytest.mark.parametrize('command', ['train', 'evaluate', 'infer'])
 def test_mismatched_model_is_refused_by_name_before_orbax(
-    global_run, mismatch, command):
+    tiny_trained_run, mismatch, command):
   make_model, first = MISMATCHES[mismatch]
-  before = _snapshot(global_run)
-  kwargs = dict(model=make_model(), model_dir=global_run,
+  before = _snapshot(tiny_trained_run)
+  kwargs = dict(model=make_model(), model_dir=tiny_trained_run,
                 mixture_or_task_name=runner_tiny.MIXTURE,
                 task_feature_lengths=runner_tiny.LENGTHS, batch_size=8)
   with pytest.raises(checkpoints.CheckpointMismatchError) as error:
@@ -210,16 +201,16 @@ def test_mismatched_model_is_refused_by_name_before_orbax(
   message = str(error.value).splitlines()[0]
   assert re.search(first, message), message
   assert 'INITIAL_CHECKPOINT_PATH' in message and 'MODEL_DIR' in message
-  assert _snapshot(global_run) == before
+  assert _snapshot(tiny_trained_run) == before
 
 
-def test_changed_batch_size_is_refused_on_resume(global_run):
-  before = _snapshot(global_run)
+def test_changed_batch_size_is_refused_on_resume(tiny_trained_run):
+  before = _snapshot(tiny_trained_run)
   with pytest.raises(checkpoints.CheckpointMismatchError,
                      match='BATCH_SIZE=8 and this run has BATCH_SIZE=16'):
-    runner_tiny.train(model_dir=global_run, train_steps=4, batch_size=16,
-                      train_batches=_in_memory)
-  assert _snapshot(global_run) == before
+    runner_tiny.train(model_dir=tiny_trained_run, train_steps=4,
+                      batch_size=16, train_batches=_in_memory)
+  assert _snapshot(tiny_trained_run) == before
 
 
 def test_another_host_count_is_refused():
@@ -234,18 +225,18 @@ def test_another_host_count_is_refused():
 
 
 def test_export_and_analyze_trees_are_checked_against_the_checkpoint(
-    global_run):
+    tiny_trained_run):
   """export and analyze pass models.param_shapes(module): the same model
   restores, another is refused by name without reading arrays."""
   same = models.param_shapes(runner_tiny.tiny_model().module)
-  params = checkpoints.restore_params(global_run, expected_params=same)
+  params = checkpoints.restore_params(tiny_trained_run, expected_params=same)
   assert checkpoints.tree_differences(params, same) == []
   other = models.param_shapes(_tiny_model(_global(4)).module)
   with pytest.raises(checkpoints.CheckpointMismatchError,
                      match='conditioner/'):
-    checkpoints.restore_params(global_run, expected_params=other)
+    checkpoints.restore_params(tiny_trained_run, expected_params=other)
   with pytest.raises(FileNotFoundError, match=r'steps are \[2\]'):
-    checkpoints.restore_params(global_run, step=7)
+    checkpoints.restore_params(tiny_trained_run, step=7)
 
 
 def test_tree_differences_by_hand():

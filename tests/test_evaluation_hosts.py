@@ -79,17 +79,10 @@ def _lines(path):
     return [json.loads(line) for line in f]
 
 
-def test_two_processes_evaluate_and_infer_like_one(tmp_path):
-  model_dir = str(tmp_path / 'run')
-
-  def batches(skip):
-    for i in range(skip, 100):
-      yield runner_tiny.random_batch(8, seed=i)
-
-  runner_tiny.train(model_dir=model_dir, train_steps=2, checkpoint_period=2,
-                    train_batches=batches)
-  one = _run(model_dir, str(tmp_path / 'one.jsonl'), processes=1)
-  two = _run(model_dir, str(tmp_path / 'two.jsonl'), processes=2)
+def test_two_processes_evaluate_and_infer_like_one(tiny_trained_run,
+                                                   tmp_path):
+  one = _run(tiny_trained_run, str(tmp_path / 'one.jsonl'), processes=1)
+  two = _run(tiny_trained_run, str(tmp_path / 'two.jsonl'), processes=2)
 
   num_tasks = runner_tiny.NUM_TASKS
   total = num_tasks * NUM_EXAMPLES

@@ -27,13 +27,6 @@ sys.path.insert(0, TESTS)
 import runner_tiny  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-  model_dir = str(tmp_path_factory.mktemp('trained'))
-  runner_tiny.train(model_dir=model_dir, train_steps=2, checkpoint_period=2)
-  return model_dir
-
-
 def test_first_ctrl_c_asks_for_a_save_and_the_second_aborts():
   stop = preemption.Preemption()
   try:
@@ -103,13 +96,13 @@ def test_a_failed_background_save_stops_training_at_the_next_step(
 
 
 def test_eval_prints_its_results_when_it_cannot_write_them(
-    trained, monkeypatch, capsys):
+    tiny_trained_run, monkeypatch, capsys):
   def read_only(path, text):
     raise OSError(30, 'Read-only file system', path)
   monkeypatch.setattr(atomic_files, 'write_text', read_only)
   with pytest.raises(OSError, match=r'Could not write .*eval_2.json.*'
                      'Read-only file system.*printed above'):
-    runner.evaluate(model=runner_tiny.tiny_model(), model_dir=trained,
+    runner.evaluate(model=runner_tiny.tiny_model(), model_dir=tiny_trained_run,
                     mixture_or_task_name=runner_tiny.MIXTURE,
                     task_feature_lengths=runner_tiny.LENGTHS, batch_size=8,
                     num_examples=2)
@@ -126,11 +119,11 @@ def _sampling_model():
       decode_fn=decoding.temperature_sample)
 
 
-def test_infer_samples_reproducibly_from_its_seed(trained, tmp_path):
+def test_infer_samples_reproducibly_from_its_seed(tiny_trained_run, tmp_path):
   outputs = []
   for name in ('a', 'b'):
     path = str(tmp_path / f'{name}.jsonl')
-    runner.infer(model=_sampling_model(), model_dir=trained,
+    runner.infer(model=_sampling_model(), model_dir=tiny_trained_run,
                  mixture_or_task_name='hp_synthetic_copy',
                  task_feature_lengths=runner_tiny.LENGTHS, batch_size=8,
                  num_examples=4, output_file=path, seed=3)
@@ -140,7 +133,7 @@ def test_infer_samples_reproducibly_from_its_seed(trained, tmp_path):
   assert sorted(p.name for p in tmp_path.iterdir()) == ['a.jsonl', 'b.jsonl']
 
 
-def test_exported_prefixes_are_served_with_the_runs_backbone(trained,
+def test_exported_prefixes_are_served_with_the_runs_backbone(tiny_trained_run,
                                                              tmp_path):
   """README: export, then precomputed.gin + PREFIX_FILE on the same
   MODEL_DIR predicts what the HyperPrompt model predicts."""
@@ -149,9 +142,9 @@ def test_exported_prefixes_are_served_with_the_runs_backbone(trained,
   from hyperprompt.conditioning import precomputed  # pylint: disable=g-import-not-at-top
   source = runner_tiny.tiny_model()
   prefix_file = str(tmp_path / 'prefixes.npz')
-  names = checkpoints.saved_task_names(trained)
-  prefixes = export.export_prefixes(source.module,
-                                    checkpoints.restore_params(trained))
+  names = checkpoints.saved_task_names(tiny_trained_run)
+  prefixes = export.export_prefixes(
+      source.module, checkpoints.restore_params(tiny_trained_run))
   precomputed.save_prefixes(prefix_file, prefixes, names)
   served = models.EncoderDecoderModel(
       network.Transformer(source.module.config, precomputed.Precomputed(
@@ -159,7 +152,7 @@ def test_exported_prefixes_are_served_with_the_runs_backbone(trained,
       source.input_vocabulary, source.output_vocabulary)
   outputs = []
   for model in (source, served):
-    path = runner.infer(model=model, model_dir=trained,
+    path = runner.infer(model=model, model_dir=tiny_trained_run,
                         mixture_or_task_name=runner_tiny.MIXTURE,
                         task_feature_lengths=runner_tiny.LENGTHS,
                         batch_size=8, num_examples=1,
@@ -170,7 +163,7 @@ def test_exported_prefixes_are_served_with_the_runs_backbone(trained,
   # The file's tasks are checked against the mixture's, in order.
   precomputed.save_prefixes(prefix_file, prefixes, names[::-1])
   with pytest.raises(ValueError, match='holds the prefixes of the tasks'):
-    runner.infer(model=served, model_dir=trained,
+    runner.infer(model=served, model_dir=tiny_trained_run,
                  mixture_or_task_name=runner_tiny.MIXTURE,
                  task_feature_lengths=runner_tiny.LENGTHS, batch_size=8,
                  num_examples=1)
