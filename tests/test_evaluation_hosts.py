@@ -1,6 +1,8 @@
-"""Evaluation and inference sharded over hosts: two CPU processes (gloo)
-give the metrics and predictions of one, each decoding only its share of
-the examples, and infer writes every example exactly once."""
+"""Training, evaluation and inference over hosts: two CPU processes (gloo)
+train like one process on the whole batches, give the metrics and
+predictions of one, each decoding only its share of the examples, and infer
+writes every example exactly once. (One pair of processes serves all three:
+each process start costs more than the tiny model's work.)"""
 import json
 import os
 import socket
@@ -28,7 +30,20 @@ SCRIPT = textwrap.dedent('''
           enabled=True, coordinator_address='127.0.0.1:{port}',
           num_processes=2, process_id={pid}, cpu_collectives='gloo')
     from hyperprompt import evaluation, models, runner, train_state
-    import runner_tiny
+    import runner_tiny, train_loop
+    losses = None
+    if {processes} > 1:
+      # Three train steps, each process feeding its rows of the global
+      # batches, against one process alone on the whole batches.
+      assert jax.process_count() == 2 and len(jax.devices()) == 2
+      batches = [runner_tiny.random_batch(8, seed=s) for s in range(3)]
+      part = partitioning.Partitioner()
+      rows = part.host_rows(8)
+      losses = dict(
+          together=train_loop.losses(part, [{{k: v[rows] for k, v in
+                                               b.items()}} for b in batches]),
+          alone=train_loop.losses(partitioning.Partitioner(
+              devices=jax.local_devices()), batches))
     model = runner_tiny.tiny_model()
     decoded = []  # Real (non-padding) rows this process fed.
     validate = model.validate_batch
@@ -44,7 +59,7 @@ SCRIPT = textwrap.dedent('''
     evaluated = sum(decoded)
     runner.infer(output_file={output!r}, **common)
     print('RESULT ' + json.dumps(dict(
-        metrics=metrics, evaluated=evaluated,
+        losses=losses, metrics=metrics, evaluated=evaluated,
         inferred=sum(decoded) - evaluated)))
 ''')
 
@@ -79,10 +94,15 @@ def _lines(path):
     return [json.loads(line) for line in f]
 
 
-def test_two_processes_evaluate_and_infer_like_one(tiny_trained_run,
-                                                   tmp_path):
+def test_two_processes_train_evaluate_and_infer_like_one(tiny_trained_run,
+                                                         tmp_path):
   one = _run(tiny_trained_run, str(tmp_path / 'one.jsonl'), processes=1)
   two = _run(tiny_trained_run, str(tmp_path / 'two.jsonl'), processes=2)
+
+  for result in two:
+    np.testing.assert_allclose(result['losses']['together'],
+                               result['losses']['alone'], rtol=1e-5,
+                               atol=1e-5)
 
   num_tasks = runner_tiny.NUM_TASKS
   total = num_tasks * NUM_EXAMPLES

@@ -1,7 +1,7 @@
 """Partitioning: logical rules, shardings of params and optimizer state, and
-training on a 4x2 mesh or two processes giving the one-device losses."""
+training on a 4x2 mesh giving the one-device losses (two processes: see
+test_evaluation_hosts.py)."""
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -138,39 +138,3 @@ def test_4x2_mesh_1d_and_2d_train_like_one_device():
               {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})
   out, _ = proc.communicate(timeout=600)
   assert proc.returncode == 0 and 'OK' in out, out[-4000:]
-
-
-DISTRIBUTED_SCRIPT = textwrap.dedent('''
-    import sys
-    sys.path.insert(0, {tests!r})
-    import jax
-    jax.config.update('jax_default_matmul_precision', 'highest')
-    import numpy as np
-    from hyperprompt import partitioning
-    partitioning.initialize_distributed(
-        enabled=True, coordinator_address='127.0.0.1:{port}',
-        num_processes=2, process_id={pid}, cpu_collectives='gloo')
-    import runner_tiny, train_loop
-    assert jax.process_count() == 2 and len(jax.devices()) == 2
-    batches = [runner_tiny.random_batch(8, seed=s) for s in range(3)]
-    part = partitioning.Partitioner()
-    rows = part.host_rows(8)
-    together = train_loop.losses(part, [{{k: v[rows] for k, v in b.items()}}
-                                        for b in batches])
-    alone = train_loop.losses(partitioning.Partitioner(
-        devices=jax.local_devices()), batches)
-    print('LOSSES', together, alone)
-    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-5)
-    print('OK')
-''')
-
-
-def test_two_processes_train_like_one():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-  procs = [_run(DISTRIBUTED_SCRIPT.format(tests=TESTS, port=port, pid=i), {})
-           for i in range(2)]
-  outs = [p.communicate(timeout=300)[0] for p in procs]
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0 and 'OK' in out, out[-4000:]
