@@ -120,6 +120,9 @@ def _commit() -> str:
 
 def compile_cell(size, conditioner, slice_name, topology, partitions, dims,
                  remat) -> dict:
+  # The commit the worker imports: read before it starts, since a commit made
+  # while it compiles would otherwise be recorded as the one it measured.
+  commit = _commit()
   load_before = os.getloadavg()[0]
   cmd = [sys.executable, '-m', 'bench.scale', '--worker', f'--size={size}',
          f'--conditioner={conditioner}', f'--topology={topology}',
@@ -140,7 +143,7 @@ def compile_cell(size, conditioner, slice_name, topology, partitions, dims,
                 remat=remat,
                 wall_seconds=round(time.time() - start, 1),
                 load_before=load_before, load_after=os.getloadavg()[0],
-                commit=_commit(),
+                commit=commit,
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(
                     timespec='minutes'))
   return result
