@@ -28,6 +28,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
+from bench import machine
 from bench import markdown_section
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,16 +114,11 @@ def _save(cells: List[dict]) -> None:
     json.dump({'cells': cells, 'notes': notes}, f, indent=1)
 
 
-def _commit() -> str:
-  return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT,
-                        capture_output=True, text=True).stdout.strip()
-
-
 def compile_cell(size, conditioner, slice_name, topology, partitions, dims,
                  remat) -> dict:
   # The commit the worker imports: read before it starts, since a commit made
   # while it compiles would otherwise be recorded as the one it measured.
-  commit = _commit()
+  commit = machine.code_commit()
   load_before = os.getloadavg()[0]
   cmd = [sys.executable, '-m', 'bench.scale', '--worker', f'--size={size}',
          f'--conditioner={conditioner}', f'--topology={topology}',
@@ -197,7 +193,7 @@ def run(budget_s: float, recompile=()) -> None:
   report keeps as history."""
   cells = _load()
   deadline = time.time() + budget_s
-  commit = _commit()
+  commit = machine.code_commit()
   for size, conditioner, slice_name, topology in cells_in_priority_order():
     key = (size, conditioner, topology)
     if recompile and key not in recompile:
