@@ -61,6 +61,21 @@ def test_hf_import_names_a_mismatched_parameter(tmp_path):
     pretrained.load_hf(str(tmp_path), template)
 
 
+def test_hf_import_refuses_an_untied_checkpoint_without_lm_head(tmp_path):
+  from safetensors.numpy import load_file, save_file  # pylint: disable=g-import-not-at-top
+  hf_reference.save_random_hf_t5(tmp_path, 'v1_1')
+  weights = tmp_path / 'model.safetensors'
+  state = load_file(str(weights))
+  del state['lm_head.weight']
+  save_file(state, str(weights))
+  config = pretrained.hf_config(str(tmp_path))
+  model = Transformer(config)
+  template = _init(model, *hf_reference.padded_batch(config.vocab_size))
+  # Filling the output layer from `shared` would load a wrong model quietly.
+  with pytest.raises(ValueError, match='no lm_head.weight.*tie_word_embeddings'):
+    pretrained.load_hf(str(tmp_path), template['params'])
+
+
 def _tiny_config(**overrides):
   kwargs = dict(vocab_size=50, emb_dim=16, num_heads=3, head_dim=8,
                 num_encoder_layers=2, num_decoder_layers=2, mlp_dim=24,

@@ -133,6 +133,14 @@ def load_hf(path: epath.PathLike,
   flat = read_hf(path)
   logits = 'decoder/logits_dense/kernel'
   if logits not in flat and 'logits_dense' in template.get('decoder', {}):
-    # transformers 5 saves an unscaled output layer tied to `shared`.
+    hf = json.loads((epath.Path(path) / 'config.json').read_text())
+    if hf.get('tie_word_embeddings') is False:
+      raise ValueError(
+          f'{str(path)!r} has no lm_head.weight, but its config.json says '
+          'tie_word_embeddings: false (a separate output layer, as in '
+          'T5.1.1). The checkpoint is incomplete; save it again with its '
+          'lm_head.')
+    # transformers 5 saves an unscaled output layer tied to `shared` and
+    # leaves lm_head.weight out of the file.
     flat[logits] = flat['token_embedder/embedding'].T
   return merge_pretrained(template, flat, source=str(path))
