@@ -128,6 +128,14 @@ VARIANTS = {'prng_impl': lambda v: f'{v} dropout keys',
             'xla_flags': lambda v: f'XLA_FLAGS={v}'}
 
 
+def job_label(job) -> str:
+  """A job's identifying fields, as `bench.run` prints them."""
+  return ' '.join(f'{k}={v}' for k, v in job.items()
+                  if k in ('job', 'shape', 'conditioner', 'dtype', 'precision',
+                           'peft_prefix', 'train_params', 'prng_impl',
+                           'allocator', 'xla_flags'))
+
+
 def variant_label(job) -> str:
   return ''.join(f', {name(job[k])}' for k, name in VARIANTS.items()
                  if job.get(k))
@@ -622,6 +630,19 @@ def timed_load(results: dict) -> float:
              if 'step_seconds' in r['result'])
 
 
+def disturbed_facts(results: dict) -> List[str]:
+  """The jobs that `bench.run` ran again (runs from before that rule: no
+  line)."""
+  if 'disturbed_spread' not in results:
+    return []
+  again = [f'`{job_label(r["job"])}` ({len(r["disturbed_attempts"])} '
+           'earlier attempt(s))' for r in results['runs']
+           if r.get('disturbed_attempts')]
+  return ['- Jobs run again because their timed steps spread by more than '
+          f'{results["disturbed_spread"]}x (the tables use the last '
+          'attempt): ' + ('; '.join(again) or 'none')]
+
+
 def _run_facts(results: dict, slug: str) -> List[str]:
   """What a run measured on and how: commit, date, CPU, libraries,
   allocator, load and workload."""
@@ -654,6 +675,7 @@ def _run_facts(results: dict, slug: str) -> List[str]:
       f'; before the timed training and decoding jobs: max '
       f'{timed_load(results):.2f}, loaded: ' +
       ('**yes**' if timed_load(results) > info['cores'] + 0.5 else 'no'),
+      *disturbed_facts(results),
       '- Processes using >= 10% CPU (ps, lifetime average) when the run '
       'started: ' + (
           '; '.join(f'`{p}`' for p in info.get('busy_processes', []))

@@ -211,3 +211,35 @@ def test_throughput_chart_range_is_slowest_to_fastest_step():
   del times['step_seconds_max']
   median, slowest, fastest = report.rate_range(100, times)
   assert (median, fastest) == (40.0, 100.0) and math.isnan(slowest)
+
+
+def test_disturbed_jobs_run_again_and_the_last_attempt_counts(monkeypatch):
+  from bench import run  # pylint: disable=g-import-not-at-top
+  # Slowest step 2x the fastest (disturbed), then 1.2x (steady).
+  spreads = iter([2.0, 1.2, 3.0, 3.0, 3.0])
+  calls = []
+
+  def fake_run_job(job, allocator=None):
+    calls.append(job)
+    res = timing.summary([1.0, next(spreads)])
+    return {'job': job, 'result': res, 'load_before': [0.1, 0, 0]}
+
+  monkeypatch.setattr(run, 'run_job', fake_run_job)
+  job = {'job': 'ours_train', 'shape': 'small', 'conditioner': 'none'}
+  record = run.run_steady(job)
+  assert len(calls) == 2
+  assert record['result']['step_seconds_max'] == 1.2
+  assert [a['result']['step_seconds_max']
+          for a in record['disturbed_attempts']] == [2.0]
+  # Disturbed every time: MAX_ATTEMPTS runs, then the last one stands.
+  record = run.run_steady(job)
+  assert len(calls) == 2 + run.MAX_ATTEMPTS
+  assert len(record['disturbed_attempts']) == run.MAX_ATTEMPTS - 1
+  # The report names the job that ran again; untimed jobs never repeat.
+  assert not timing.disturbed({})
+  results = _results(record)
+  results['disturbed_spread'] = timing.DISTURBED_SPREAD
+  (line,) = report.disturbed_facts(results)
+  assert report.job_label(job) in line and '2 earlier' in line
+  del results['disturbed_spread']
+  assert report.disturbed_facts(results) == []
