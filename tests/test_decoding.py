@@ -108,6 +108,24 @@ def test_cache_map_expands_all_but_shared_leaves():
   assert out['layers_0']['self_attention']['cached_key'].shape == (6, 6, 4, 5)
 
 
+def test_first_argmax_is_numpys_argmax():
+  """Ties go to the first maximum; a NaN counts as the maximum (first NaN);
+  infinities are ordinary values."""
+  x = np.random.default_rng(0).normal(size=(7, 50)).astype(np.float32)
+  x[1, [7, 30]] = 100.0
+  x[2, [9, 3]] = np.nan
+  x[3] = -np.inf
+  x[4, [5, 6]] = np.inf
+  x[5] = 1.0
+  x[6, 40] = np.nan
+  x[6, 2] = np.inf
+  np.testing.assert_array_equal(decoding.first_argmax(jnp.asarray(x)),
+                                np.argmax(x, axis=-1))
+  np.testing.assert_array_equal(
+      decoding.first_argmax(jnp.asarray(x.reshape(7, 5, 10))),
+      np.argmax(x.reshape(7, 5, 10), axis=-1))
+
+
 def test_cached_greedy_equals_naive_decoder_and_is_deterministic(setup):
   model, params, batch = setup
   tokens, aux = _greedy(params, batch)
