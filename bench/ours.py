@@ -238,16 +238,41 @@ def train(cfg: T5Config, conditioner_name: str, batch: Dict[str, np.ndarray],
   }
 
 
+def decode_step_flops(decoder_params, cache, batch: int) -> int:
+  """Matmul FLOPs of one cached decode step: each weight matrix the step
+  uses times the batch's rows (the cross-attention keys' and values'
+  projections ran once, at cache creation), and the attention logits and
+  values over every cached key (written or not, as the step computes them).
+  """
+  def used(path):
+    names = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
+    cached_once = ('encoder_decoder_attention' in names and
+                   names[-2] in ('key', 'value'))
+    return names[-1] == 'kernel' and not cached_once
+  weights = sum(x.size for path, x in
+                jax.tree_util.tree_flatten_with_path(decoder_params)[0]
+                if used(path))
+  # cached_key [batch, heads, head_dim, length]: logits and values, 2 each.
+  keys = sum(x.size for path, x in
+             jax.tree_util.tree_flatten_with_path(cache)[0]
+             if path[-1] == jax.tree_util.DictKey('cached_key'))
+  return 2 * batch * weights + 4 * keys
+
+
 def decode(cfg: T5Config, conditioner_name: str,
            batch: Dict[str, np.ndarray], *, num_tasks: int,
            warmup: int = 1, steps: int = 3) -> Dict:
   """Times greedy `predict_batch` (cache, one conditioner call per decode).
 
-  Also returns what a decode must read from memory, for the roofline: the
-  decoder's parameters and the cache are read once per generated position
-  (batch 8 makes every decoder matmul a matrix-vector product, bound by
-  memory bandwidth), the encoder runs once.
+  Also returns what a decode must read and compute, for the roofline: the
+  decoder's parameters and the cache are read once per generated position,
+  and each position multiplies every decoder weight matrix by the batch's
+  rows and attends over the cache (at batch 8 reading bounds a step, at
+  batch 64 computing does); the encoder runs once.
   """
+  if cfg.logits_via_embedding:
+    raise NotImplementedError('The decoding roofline counts logits_dense; '
+                              'a tied output layer is not counted.')
   counter = CompileCounter()
   model, _ = build_model(cfg, conditioner_name, num_tasks)
   partitioner = partitioning.Partitioner()
@@ -276,6 +301,8 @@ def decode(cfg: T5Config, conditioner_name: str,
   return {
       **timing.summary(times),
       'bytes_per_position': nbytes(params['decoder']) + nbytes(cache),
+      'flops_per_position': decode_step_flops(params['decoder'], cache,
+                                              len(features['task_ids'])),
       # Matmul FLOPs of the encoder pass (projections and MLP).
       'encoder_flops': 2 * encoder_params * features[
           'encoder_input_tokens'].size,

@@ -360,9 +360,11 @@ def _decode_table(results, shape) -> List[str]:
 
 
 def decode_roofline(results, shape) -> List[Dict[str, float]]:
-  """The fastest a greedy decode can be here, from what it must read: per
-  batch size measured, every generated position reads the decoder's
-  parameters and the cache at the measured memory bandwidth, and the encoder
+  """The fastest a greedy decode can be here: per batch size measured, every
+  generated position reads the decoder's parameters and the cache at the
+  measured memory bandwidth, or computes its matmuls at the f32 matmul peak,
+  whichever takes longer (results from before `flops_per_position` was
+  recorded have the reading roof only, and no `compute_s`), and the encoder
   runs at the f32 matmul peak. Seconds, bytes and ratios."""
   machine = _machine(results)
   bandwidth = machine.get('memory_bandwidth')
@@ -377,13 +379,17 @@ def decode_roofline(results, shape) -> List[Dict[str, float]]:
                 if r['job']['job'] == 'hf_generate' and
                 r['job'].get('shape') == shape and
                 r['job'].get('batch_shape') == job['batch_shape']), None)
+    peak = machine['xla_peak']['float32']
     read_s = res['generated_length'] * res['bytes_per_position'] / bandwidth
-    encode_s = res['encoder_flops'] / machine['xla_peak']['float32']
-    bound = read_s + encode_s
+    compute_s = (res['generated_length'] * res['flops_per_position'] / peak
+                 if 'flops_per_position' in res else None)
+    encode_s = res['encoder_flops'] / peak
+    bound = max(read_s, compute_s or 0.0) + encode_s
     rows.append({
         'batch': job['batch_shape'][0], 'positions': res['generated_length'],
         'bytes_per_position': res['bytes_per_position'],
-        'bandwidth': bandwidth, 'read_s': read_s, 'encode_s': encode_s,
+        'bandwidth': bandwidth, 'read_s': read_s, 'compute_s': compute_s,
+        'encode_s': encode_s,
         'bound_s': bound, 'measured_s': res['step_seconds'],
         'fraction_of_bound': bound / res['step_seconds'],
         # The decoding target's multiple of transformers' speed.
@@ -398,12 +404,14 @@ def _roofline_table(results, shape) -> List[str]:
     return []
   ms = lambda s: _fmt(None if s is None else s * 1e3, 0)
   return ['| batch | MiB read per position | GB/s | positions | reading '
-          '(ms) | encoder (ms) | bound (ms) | ours (ms) | speed vs bound | '
+          '(ms) | computing (ms) | encoder (ms) | bound (ms) | ours (ms) | '
+          'speed vs bound | '
           f'{_threshold("decode_speedup"):g}x transformers (ms) |',
-          '|' + '---:|' * 10] + [
+          '|' + '---:|' * 11] + [
               f'| {r["batch"]} | {r["bytes_per_position"] / 2**20:,.0f} | '
               f'{r["bandwidth"] / 1e9:,.0f} | {r["positions"]} | '
-              f'{ms(r["read_s"])} | {ms(r["encode_s"])} | '
+              f'{ms(r["read_s"])} | {ms(r["compute_s"])} | '
+              f'{ms(r["encode_s"])} | '
               f'{ms(r["bound_s"])} | {ms(r["measured_s"])} | '
               f'{r["fraction_of_bound"]:.0%} | {ms(r["target_s"])} |'
               for r in rows]

@@ -40,29 +40,43 @@ def test_decode_roofline_by_hand():
       _run({'job': 'ours_decode', 'shape': 'small', 'conditioner': 'none',
             'batch_shape': [8, 128, 32]}, step_seconds=0.84,
            generated_length=32, bytes_per_position=100e6,
-           encoder_flops=10e9),
+           flops_per_position=0.5e9, encoder_flops=10e9),
       _run({'job': 'hf_generate', 'shape': 'small',
             'batch_shape': [8, 128, 32]}, step_seconds=0.9),
       # Batch 64: its own row, its own cache bytes, no transformers run.
       _run({'job': 'ours_decode', 'shape': 'small', 'conditioner': 'none',
-            'batch_shape': [64, 128, 32]}, step_seconds=2.0,
+            'batch_shape': [64, 128, 32]}, step_seconds=3.0,
            generated_length=32, bytes_per_position=150e6,
-           encoder_flops=80e9))
-  row8, row64 = report.decode_roofline(results, 'small')
-  # 32 positions x 100 MB / 10 GB/s = 320 ms; 10 GFLOP / 100 GFLOP/s =
-  # 100 ms; ours runs at 420 / 840 = 50% of the bound's speed; the target,
-  # 2x transformers, allows 450 ms.
+           flops_per_position=5e9, encoder_flops=80e9),
+      # Batch 1, recorded before flops_per_position: the reading roof only.
+      _run({'job': 'ours_decode', 'shape': 'small', 'conditioner': 'none',
+            'batch_shape': [1, 128, 32]}, step_seconds=0.5,
+           generated_length=32, bytes_per_position=90e6,
+           encoder_flops=1e9))
+  row8, row64, row1 = report.decode_roofline(results, 'small')
+  # 32 positions x 100 MB / 10 GB/s = 320 ms of reading, more than the 32 x
+  # 0.5 GFLOP / 100 GFLOP/s = 160 ms of computing; 10 GFLOP / 100 GFLOP/s =
+  # 100 ms of encoder; ours runs at 420 / 840 = 50% of the bound's speed;
+  # the target, 2x transformers, allows 450 ms.
   assert row8['batch'] == 8
   assert row8['read_s'] == pytest.approx(0.32)
+  assert row8['compute_s'] == pytest.approx(0.16)
   assert row8['encode_s'] == pytest.approx(0.1)
   assert row8['bound_s'] == pytest.approx(0.42)
   assert row8['fraction_of_bound'] == pytest.approx(0.5)
   assert row8['target_s'] == pytest.approx(0.45)
-  # 32 x 150 MB / 10 GB/s = 480 ms, + 800 ms encoder: 1,280 ms, 64%.
+  # Reading 32 x 150 MB / 10 GB/s = 480 ms, computing 32 x 5 GFLOP / 100
+  # GFLOP/s = 1,600 ms: computing bounds it; + 800 ms encoder: 2,400 ms, 80%.
   assert row64['batch'] == 64
-  assert row64['bound_s'] == pytest.approx(1.28)
-  assert row64['fraction_of_bound'] == pytest.approx(0.64)
+  assert row64['read_s'] == pytest.approx(0.48)
+  assert row64['compute_s'] == pytest.approx(1.6)
+  assert row64['bound_s'] == pytest.approx(2.4)
+  assert row64['fraction_of_bound'] == pytest.approx(0.8)
   assert row64['target_s'] is None
+  # 32 x 90 MB / 10 GB/s = 288 ms + 10 ms encoder, 298 / 500 = 59.6%.
+  assert row1['compute_s'] is None
+  assert row1['bound_s'] == pytest.approx(0.298)
+  assert row1['fraction_of_bound'] == pytest.approx(0.596)
 
 
 def test_decode_roofline_needs_the_measurements():

@@ -139,3 +139,12 @@ def test_decode_reads_one_cache_per_example(tiny):
   read = {b: r['bytes_per_position'] for b, r in got.items()}
   assert read[64] - read[8] == 8 * (read[8] - read[1]) > 0
   assert got[64]['encoder_flops'] == 64 * got[1]['encoder_flops']
+  # A step multiplies every decoder weight matrix but the cross-attention
+  # keys' and values' (projected once) by the batch's rows, and attends over
+  # the self- and cross-attention caches: logits and values, 2 FLOPs each.
+  d, kv, mlp = cfg.emb_dim, cfg.joined_kv, cfg.mlp_dim
+  layer = 6 * d * kv + (len(cfg.mlp_activations) + 1) * d * mlp
+  weights = cfg.num_decoder_layers * layer + d * cfg.vocab_size
+  keys = cfg.num_decoder_layers * kv * (SHAPE.targets + SHAPE.inputs)
+  for b in (1, 8, 64):
+    assert got[b]['flops_per_position'] == 2 * b * weights + 4 * b * keys
