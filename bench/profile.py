@@ -1,7 +1,7 @@
 """Where a training or decoding step spends its time, by XLA operation.
 
     python -m bench.profile --shape small --conditioner hyperprompt_global
-    python -m bench.profile --shape small --decode
+    python -m bench.profile --shape small --decode --batch 64
 
 Runs a few steps under `jax.profiler.trace`, reads the Perfetto trace back,
 and attributes every executed XLA instruction to its kind (matmul, fusion,
@@ -156,9 +156,13 @@ def main(argv=None):
   parser.add_argument('--dropout_rate', type=float, default=0.1)
   parser.add_argument('--decode', action='store_true',
                       help='profile greedy decoding instead of training')
+  parser.add_argument('--batch', type=int,
+                      default=workload.BatchShape().batch,
+                      help='examples per batch (inputs 128, targets 32 '
+                      'tokens)')
   args = parser.parse_args(argv)
   cfg = workload.t5_config(args.shape, args.dtype, args.dropout_rate)
-  batch = workload.make_batch(cfg, workload.BatchShape(), 8)
+  batch = workload.make_batch(cfg, workload.BatchShape(args.batch), 8)
   fn = decode_profile if args.decode else train_step_profile
   _print(fn(cfg, args.conditioner, batch, 8))
 

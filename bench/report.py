@@ -424,8 +424,8 @@ def _profile_table(results, shape) -> List[str]:
     job, res = r['job'], r['result']
     if job['job'] != 'ours_profile' or job.get('shape') != shape:
       continue
-    what = 'greedy decode of the batch' if job.get('decode') else \
-        'training step'
+    what = (f'greedy decode of a batch of {job["batch_shape"][0]}'
+            if job.get('decode') else 'training step')
     total = res['total_ms']
     lines += [f'{ours.display_name(job["conditioner"])}, {what}: '
               f'{total:,.0f} ms of XLA operations, summed over threads '

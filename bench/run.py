@@ -102,8 +102,10 @@ def jobs(shape: str, full: bool, warmup: int, steps: int):
     out.append(dict(plain, dtype='bfloat16', xla_flags=workload.YNN_OFF))
     # Where the time goes (bench/profile.py), for the report.
     out.append(dict(common, job='ours_profile', conditioner='none'))
-    out.append(dict(common, job='ours_profile', conditioner='none',
-                    decode=True))
+    # Decoding at batch 8 and at 64, where computing bounds a step.
+    for batch in (8, 64):
+      out.append(dict(common, job='ours_profile', conditioner='none',
+                      decode=True, batch_shape=(batch, inputs, targets)))
   return out
 
 

@@ -120,6 +120,9 @@ def test_full_run_decodes_at_batch_1_8_and_64():
                                 j.get('conditioner', 'none') == 'none')
   assert batches('ours_decode') == [1, 8, 64]
   assert batches('hf_generate') == [1, 8, 64]
+  # Where decoding's time goes, at batch 8 and where computing bounds it.
+  assert sorted(j['batch_shape'][0] for j in todo
+                if j['job'] == 'ours_profile' and j.get('decode')) == [8, 64]
 
 
 def test_decode_reads_one_cache_per_example(tiny):
