@@ -345,7 +345,8 @@ def _decode_table(results, shape) -> List[str]:
     if job.get('shape') != shape or job['job'] not in ('ours_decode',
                                                        'hf_generate'):
       continue
-    name = ('ours: ' + ours.display_name(job['conditioner']) + ' greedy, cache'
+    name = ('ours: ' + ours.display_name(job['conditioner']) +
+            ' greedy, cache' + variant_label(job)
             if job['job'] == 'ours_decode' else
             'transformers generate (greedy, use_cache)')
     tokens = job['batch_shape'][0] * res['generated_length']
@@ -589,6 +590,8 @@ def chart(results: dict, path: str, shape: str) -> None:
                                   'bfloat16' else 'f32'))
       train.append((label, rate_range(_tokens(job), res), 'C3'))
     elif job['job'] in ('ours_decode', 'hf_generate'):
+      if variant_label(job):
+        continue  # In the table; the chart shows the default settings.
       mine = job['job'] == 'ours_decode'
       label = (ours.display_name(job['conditioner']) if mine else
                'transformers generate') + f', batch {job["batch_shape"][0]}'

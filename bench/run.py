@@ -100,6 +100,10 @@ def jobs(shape: str, full: bool, warmup: int, steps: int):
     for name, flags in workload.XLA_OPTIONS.items():
       out.append(dict(job='xla_peak', xla_flags=flags, option=name))
     out.append(dict(plain, dtype='bfloat16', xla_flags=workload.YNN_OFF))
+    # Batch-8 decode steps are M=8 matmuls: YNNPACK's or Eigen's kernels
+    # (under load, paired: Eigen's decode 0.90x YNNPACK's time).
+    out.append(dict(decode, job='ours_decode', conditioner='none',
+                    xla_flags=workload.YNN_OFF))
     # Where the time goes (bench/profile.py), for the report.
     out.append(dict(common, job='ours_profile', conditioner='none'))
     # Decoding at batch 8 and at 64, where computing bounds a step.

@@ -118,7 +118,7 @@ def test_full_run_decodes_at_batch_1_8_and_64():
   batches = lambda kind: sorted(j['batch_shape'][0] for j in todo
                                 if j['job'] == kind and
                                 j.get('conditioner', 'none') == 'none')
-  assert batches('ours_decode') == [1, 8, 64]
+  assert batches('ours_decode') == [1, 8, 8, 64]  # 8: also with Eigen dots
   assert batches('hf_generate') == [1, 8, 64]
   # Where decoding's time goes, at batch 8 and where computing bounds it.
   assert sorted(j['batch_shape'][0] for j in todo
