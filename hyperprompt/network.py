@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from hyperprompt.attention import MultiHeadAttention
 from hyperprompt.conditioning.interface import (Conditioner, Conditioning,
                                                 LayerConditioning,
-                                                apply_adapter,
+                                                apply_adapter, per_example,
                                                 require_task_ids,
                                                 stack_layers)
 from hyperprompt.config import T5Config
@@ -99,7 +99,8 @@ class EncoderLayer(nn.Module):
     h = RMSNorm(cfg.layer_norm_epsilon, cfg.activation_dtype,
                 name='pre_mlp_layer_norm')(x)
     h = MlpBlock(cfg, name='mlp')(h, deterministic)
-    h = apply_adapter(dropout(h, deterministic=deterministic), cond.adapter)
+    h = apply_adapter(dropout(h, deterministic=deterministic), cond.adapter,
+                      cond.adapter_task_ids)
     x = with_sharding_constraint(x + h, EMBED_AXES)
     return (x, None) if self.scanned else x
 
@@ -134,7 +135,8 @@ class DecoderLayer(nn.Module):
     x = x + dropout(h, deterministic=deterministic)
     h = norm('pre_mlp_layer_norm')(x)
     h = MlpBlock(cfg, name='mlp')(h, deterministic)
-    h = apply_adapter(dropout(h, deterministic=deterministic), cond.adapter)
+    h = apply_adapter(dropout(h, deterministic=deterministic), cond.adapter,
+                      cond.adapter_task_ids)
     x = with_sharding_constraint(x + h, EMBED_AXES)
     return (x, None) if self.scanned else x
 
@@ -217,9 +219,12 @@ class Decoder(nn.Module):
     full_bias = lambda: relpos(jnp.arange(length), jnp.arange(length))
     if decode:
       # Created by the first decode call; `cache_index` and `cached_bias` are
-      # the names t5x's beam search leaves unexpanded.
-      layer_conditioning = self.variable('cache', 'conditioning',
-                                         conditioning).value
+      # the names t5x's beam search leaves unexpanded. Every other leaf is
+      # expanded and reordered along its first dim as the batch, so the
+      # conditioning is stored per example (adapter weights gathered).
+      layer_conditioning = self.variable(
+          'cache', 'conditioning',
+          lambda: tuple(map(per_example, conditioning()))).value
       index = self.variable('cache', 'cache_index',
                             lambda: jnp.array(0, jnp.int32))
       cached_bias = self.variable('cache', 'cached_bias', full_bias)

@@ -125,6 +125,10 @@ class Partitioner:
     # Rules for parameters and optimizer state; activations use self.rules.
     self.param_rules = self.rules if parameter_partitioning_dims == 1 else (
         (('embed', DATA),) + tuple(r for r in self.rules if r[0] != 'embed'))
+    # Parameters used as values inside the layers keep their 'embed' split
+    # (conditioner_axes.PARAMETER_EMBED).
+    self.rules += ((conditioner_axes.PARAMETER_EMBED, next(
+        (axis for name, axis in self.param_rules if name == 'embed'), None)),)
 
   @property
   def data_parallelism(self) -> int:

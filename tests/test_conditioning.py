@@ -1,6 +1,7 @@
 """Conditioning methods through the real Transformer: METHOD.md's parameter
-formulas and prompt equations, mixed-task batches, gradients, freezing, the
-plain network with `none`, and the T5-XXL overhead of the defaults."""
+formulas and prompt equations, mixed-task batches, per-task adapters against
+the per-example formula, gradients, freezing, the plain network with `none`,
+and the T5-XXL overhead of the defaults."""
 import os
 
 import gin
@@ -16,6 +17,8 @@ from hyperprompt.conditioning import check_task_ids
 from hyperprompt.conditioning import hyperprompt
 from hyperprompt.conditioning import none
 from hyperprompt.conditioning import registry
+from hyperprompt.conditioning.interface import (LayerConditioning,
+                                                apply_adapter, per_example)
 from hyperprompt.config import T5Config
 from hyperprompt.network import Transformer
 
@@ -163,6 +166,75 @@ def test_mixed_batch_equals_each_task_alone_and_tasks_differ(name):
   for a in range(cm.NUM_TASKS):
     for b in range(a):
       assert np.abs(per_task[a] - per_task[b]).max() > 1e-6, (a, b)
+
+
+def _per_example_adapter(h, weights, task_ids):
+  """apply_adapter's docstring formula, one example at a time with its task's
+  weights: h + up(gelu(down(h))), with the layer norm when given."""
+  gelu = lambda z: 0.5 * z * (1 + jnp.tanh(np.sqrt(2 / np.pi) *
+                                           (z + 0.044715 * z**3)))
+  out = []
+  for x, task in zip(h, task_ids):
+    w = {name: v[task] for name, v in weights.items()}
+    z = gelu(x @ w['down'] + w['down_bias']) @ w['up'] + w['up_bias']
+    if 'norm_scale' in w:
+      z = (z - z.mean(-1, keepdims=True)) / jnp.sqrt(
+          z.var(-1, keepdims=True) + 1e-6) * w['norm_scale'] + w['norm_bias']
+    out.append(x + z)
+  return jnp.stack(out)
+
+
+@pytest.mark.parametrize('norm', [False, True],
+                         ids=['adapters', 'hyperformer_norm'])
+def test_per_task_adapter_is_the_per_example_formula_without_its_copies(
+    norm, capsys):
+  """Layers get per-task adapter weights and the batch's task ids (training),
+  or per-example weights (the decode cache, `per_example`). Both give the
+  per-example formula and its gradients, and the backward pass of the
+  per-task form keeps no per-example weights ([batch, emb, r])."""
+  batch, length, d, r, tasks = 5, 3, 6, 4, 3
+  rng = np.random.default_rng(0)
+  shapes = {'down': (d, r), 'down_bias': (r,), 'up': (r, d), 'up_bias': (d,)}
+  if norm:
+    shapes.update(norm_scale=(d,), norm_bias=(d,))
+  weights = {name: rng.normal(size=(tasks,) + shape).astype(np.float32)
+             for name, shape in shapes.items()}
+  h = rng.normal(size=(batch, length, d)).astype(np.float32)
+  task_ids = np.array([2, 0, 1, 2, 0], np.int32)
+  expected = _per_example_adapter(h, weights, task_ids)
+  np.testing.assert_allclose(apply_adapter(h, weights, task_ids), expected,
+                             rtol=1e-5, atol=1e-5)
+  cached = per_example(LayerConditioning(adapter=weights,
+                                         adapter_task_ids=task_ids))
+  assert cached.adapter_task_ids is None
+  assert cached.adapter['down'].shape == (batch, d, r)
+  np.testing.assert_allclose(apply_adapter(h, cached.adapter), expected,
+                             rtol=1e-5, atol=1e-5)
+
+  # Gradients for h and every per-task weight: the per-task path
+  # (a scatter-add by task id, recomputed gathers) against autodiff of the
+  # per-example formula.
+  cotangent = rng.normal(size=h.shape).astype(np.float32)
+  ours = lambda h, w: jnp.sum(apply_adapter(h, w, task_ids) * cotangent)
+  formula = lambda h, w: jnp.sum(_per_example_adapter(h, w, task_ids) *
+                                 cotangent)
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+      jax.grad(ours, argnums=(0, 1))(h, weights),
+      jax.grad(formula, argnums=(0, 1))(h, weights))
+
+  def saved(f):
+    capsys.readouterr()
+    jax.ad_checkpoint.print_saved_residuals(f, h, weights)
+    return capsys.readouterr().out.replace(' ', '')
+  copies = (f'[{batch},{d},{r}]', f'[{batch},{r},{d}]')
+  gathered_first = lambda h, w: jnp.sum(apply_adapter(h, per_example(
+      LayerConditioning(adapter=w, adapter_task_ids=task_ids)).adapter) *
+                                        cotangent)
+  # The check sees them where weights are gathered before the layer (as
+  # the adapters did before issue 13).
+  assert all(c in saved(gathered_first) for c in copies)
+  assert not any(c in saved(ours) for c in copies), saved(ours)
 
 
 def test_out_of_range_task_ids_are_rejected_on_the_host():

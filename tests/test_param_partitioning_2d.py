@@ -7,6 +7,7 @@ from jax.sharding import PartitionSpec as P
 import pytest
 
 from hyperprompt import partitioning, trainer
+from hyperprompt.conditioning.axes import PARAMETER_EMBED
 from hyperprompt.layers import param_with_axes
 
 
@@ -41,6 +42,11 @@ def test_embed_goes_over_data_for_params_and_moments():
   assert moments.v_col['kernel'].spec == P('model')  # [384]
   assert moments.v['scale'].spec == P('data')
   assert dict(part.rules)['embed'] is None  # Activations: 1-D.
+  # Parameters used as values in the layers (per-task adapter weights) keep
+  # their parameters' split: 'data' here, replicated with 1-D partitioning.
+  assert dict(part.rules)[PARAMETER_EMBED] == 'data'
+  one_d = partitioning.Partitioner(devices=jax.devices()[:1])
+  assert dict(one_d.rules)[PARAMETER_EMBED] is None
 
 
 def test_bad_dims_and_indivisible_embed_are_clear_errors():

@@ -2,8 +2,10 @@
 
 A bottleneck `h + up(gelu(down(h)))` on each conditioned layer's FFN output
 (the network applies `LayerConditioning.adapter`; see interface.py). Weights
-are per task and layer, gathered by task id. The network has one adapter per
-layer, after the FFN; Houlsby et al. also put one after attention.
+are per task and layer; each layer applies its examples' tasks' weights
+(`interface.apply_adapter`, which gathers them one layer at a time). The
+network has one adapter per layer, after the FFN; Houlsby et al. also put one
+after attention.
 
 Initialisation is Houlsby's near-identity: small weights (stddev 1e-2), zero
 biases. Default bottleneck 64, inside Houlsby's range (8 to 256).
@@ -44,10 +46,9 @@ class Adapters(Conditioner):
         'up': ((r, d), ('adapter_bottleneck', 'embed'), small),
         'up_bias': ((d,), ('embed',), zeros),
     }
-    adapters = {}
-    for name, (shape, axes, init) in shapes.items():
-      w = param_with_axes(name, init, lead + shape, jnp.float32,
-                          axes=lead_axes + axes)
-      # [T, L, ...] -> [batch, L, ...]
-      adapters[name] = jnp.take(w, task_ids, axis=0)
-    return placement_lib.adapter_conditioning(config, layers, adapters)
+    # [T, L, ...], applied per task by the layers.
+    adapters = {name: param_with_axes(name, init, lead + shape, jnp.float32,
+                                      axes=lead_axes + axes)
+                for name, (shape, axes, init) in shapes.items()}
+    return placement_lib.adapter_conditioning(config, layers, adapters,
+                                              task_ids)

@@ -33,3 +33,12 @@ FACTOR_RULES: Dict[str, str] = {
     'adapter_bottleneck': 'column',
 }
 NAMES = tuple(FACTOR_RULES)
+
+# Not a parameter's axis: inside the model, the 'embed' dim of parameters
+# that reach the layers as values (each layer's per-task adapter weights).
+# The partitioner maps it where parameters' 'embed' goes ('data' with 2-D
+# parameter partitioning), so a constraint with it keeps such a weight split
+# like its parameter until the layer that uses it all-gathers its own slice,
+# as every layer does its backbone weights. Without it XLA all-gathered
+# every layer's adapter weights before the layer loop (issue 13).
+PARAMETER_EMBED = 'parameter_embed'

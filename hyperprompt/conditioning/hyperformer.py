@@ -86,8 +86,9 @@ class HyperFormer(Conditioner):
       generator = param_with_axes(
           f'{name}_generator', init, (t, math.prod(shape)), jnp.float32,
           axes=('layer_task_embed', 'hyper_generated'))
-      # [T, L, t] @ [t, size] -> [T, L, *shape] -> [batch, L, *shape]
-      weights = (projected @ generator).reshape(
+      # [T, L, t] @ [t, size] -> [T, L, *shape], applied per task by the
+      # layers.
+      adapters[name] = (projected @ generator).reshape(
           (num_tasks, num_layers) + shape)
-      adapters[name] = jnp.take(weights, task_ids, axis=0)
-    return placement_lib.adapter_conditioning(config, layers, adapters)
+    return placement_lib.adapter_conditioning(config, layers, adapters,
+                                              task_ids)

@@ -78,10 +78,14 @@ def prefix_conditioning(config: T5Config, sites: Tuple[Site, ...],
 
 def adapter_conditioning(config: T5Config,
                          layers: Tuple[Tuple[str, int], ...],
-                         adapters: Dict[str, jax.Array]) -> Conditioning:
-  """adapters {name: [batch, L, ...]} -> one adapter dict per layer."""
+                         adapters: Dict[str, jax.Array],
+                         task_ids: jax.Array) -> Conditioning:
+  """adapters {name: [T, L, ...]} per task, task_ids [batch] -> one adapter
+  dict {name: [T, ...]} per layer, with the task ids (each layer gathers its
+  examples' weights itself; interface.apply_adapter)."""
   per_layer = {
-      layer: {'adapter': {name: w[:, j] for name, w in adapters.items()}}
+      layer: {'adapter': {name: w[:, j] for name, w in adapters.items()},
+              'adapter_task_ids': task_ids}
       for j, layer in enumerate(layers)
   }
   return _assemble(config, per_layer)
