@@ -8,11 +8,11 @@ prefix columns get bias 0.
 
 The decode cache keeps keys and values as `[batch, heads, head_dim, length]`
 (t5x's layout), the layout the matmuls of a decode step read in place, so no
-step transposes the cache of every layer. Prompt logits are computed apart
-from the keys' and joined, so a prefix never forces a copy of the cache
-either.
+step transposes the cache of every layer. Prompt logits and weights stay
+apart from the keys' (one softmax over both, in two parts), so a prefix
+never forces a copy of the cache, or of the logits, either.
 """
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -36,10 +36,34 @@ def mask_to_bias(mask: Optional[jax.Array], dtype) -> Optional[jax.Array]:
   return jnp.where(mask, 0.0, MASKED).astype(dtype)
 
 
-def attention_weights(query: jax.Array, key: jax.Array,
-                      bias: Optional[jax.Array],
-                      prefix_key: Optional[jax.Array] = None,
-                      float32_logits: bool = True) -> jax.Array:
+class PrefixLogits(NamedTuple):
+  """The prompt columns' share of an attention softmax, from which their
+  weights are computed in the forward pass and again in the backward pass
+  (`prefix_weights`).
+
+  Attributes:
+    logits: [batch, heads, q_length, l], the prompts' logits.
+    peak: [batch, heads, q_length, 1], the largest logit of the row over
+      prompts and keys (no gradient; it only keeps exp finite).
+    total: [batch, heads, q_length, 1], the softmax denominator over prompts
+      and keys, `sum(exp(logit - peak))`.
+  """
+  logits: jax.Array
+  peak: jax.Array
+  total: jax.Array
+
+
+def prefix_weights(prefix: PrefixLogits) -> jax.Array:
+  """The prompt columns' attention weights [batch, heads, q, l]: with the
+  keys' weights from `attention_weights` they sum to 1 over l + k."""
+  return jnp.exp(prefix.logits - prefix.peak) / prefix.total
+
+
+def attention_weights(
+    query: jax.Array, key: jax.Array, bias: Optional[jax.Array],
+    prefix_key: Optional[jax.Array] = None,
+    float32_logits: bool = True
+) -> Tuple[jax.Array, Optional[PrefixLogits]]:
   """Softmax over `[prefix keys; keys]`, without 1/sqrt(d) scaling (T5 folds
   it into the query init).
 
@@ -49,11 +73,19 @@ def attention_weights(query: jax.Array, key: jax.Array,
       (t5x's), so a decode step reads the cache without transposing it.
     bias: broadcastable to [batch, heads, q_length, k_length], over the real
       keys only, or None.
-    prefix_key: [batch, l, heads, head_dim] or None; its columns come first
-      and get bias 0.
+    prefix_key: [batch, l, heads, head_dim] or None; its columns get bias 0.
 
   Returns:
-    [batch, heads, q_length, l + k_length] in the query's dtype.
+    (weights [batch, heads, q_length, k_length] in the query's dtype, the
+    keys' part of one softmax over prompts and keys; and with `prefix_key`,
+    the `PrefixLogits` of the prompts' part, else None).
+
+    With prompts the softmax is taken in two parts that share one peak and
+    one denominator, never joining the logits nor splitting the weights. For
+    the backward pass the prompts' part keeps its logits only: their weights
+    (and dropped-out weights) are recomputed from them, under
+    `jax.checkpoint`. At T5.1.1-XXL the weights had cost 48 MiB per device
+    over 24 layers (BENCHMARKS.md, pod-slice memory).
   """
   dtype = query.dtype
   if float32_logits:
@@ -61,41 +93,67 @@ def attention_weights(query: jax.Array, key: jax.Array,
   logits = jnp.einsum('bqhd,bhdk->bhqk', query, key.astype(query.dtype))
   if bias is not None:
     logits = logits + bias.astype(logits.dtype)
-  if prefix_key is not None:
-    # Prompt logits are computed apart and joined here: joining the [b, h, q,
-    # l] logits is cheaper than joining the keys, which in a decode step
-    # would copy the whole cache.
-    prefix_logits = jnp.einsum('bqhd,blhd->bhql', query,
-                               prefix_key.astype(query.dtype))
-    logits = jnp.concatenate([prefix_logits, logits], axis=-1)
-  return jax.nn.softmax(logits).astype(dtype)
+  if prefix_key is None:
+    return jax.nn.softmax(logits).astype(dtype), None
+  # Prompt logits apart from the keys': joining the keys would, in a decode
+  # step, copy the whole cache.
+  prompt_logits = jnp.einsum('bqhd,blhd->bhql', query,
+                             prefix_key.astype(query.dtype))
+  peak = jax.lax.stop_gradient(
+      jnp.maximum(jnp.max(prompt_logits, -1, keepdims=True),
+                  jnp.max(logits, -1, keepdims=True)))
+  exp = jnp.exp(logits - peak)
+  prompt_total = jax.checkpoint(
+      lambda s, m: jnp.sum(jnp.exp(s - m), -1, keepdims=True))(prompt_logits,
+                                                               peak)
+  total = jnp.sum(exp, -1, keepdims=True) + prompt_total
+  return ((exp / total).astype(dtype),
+          PrefixLogits(prompt_logits, peak, total))
+
+
+def _dropout(weights: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
+  keep = jax.random.bernoulli(rng, 1.0 - rate, weights.shape)
+  return weights * keep.astype(weights.dtype) / jnp.asarray(1.0 - rate,
+                                                            weights.dtype)
+
+
+def _prefix_values(prefix: PrefixLogits, prefix_value: jax.Array,
+                   dropout_rng: Optional[jax.Array], dropout_rate: float,
+                   dtype) -> jax.Array:
+  """The prompts' share of the output, [batch, q, heads, head_dim]."""
+  weights = prefix_weights(prefix).astype(dtype)
+  if dropout_rng is not None:
+    weights = _dropout(weights, dropout_rate, dropout_rng)
+  return jnp.einsum('bhql,blhd->bqhd', weights, prefix_value.astype(dtype))
 
 
 def combine_values(weights: jax.Array, value: jax.Array,
-                   prefix_value: Optional[jax.Array] = None,
+                   prefix: Optional[Tuple[PrefixLogits, jax.Array]] = None,
                    dropout_rate: float = 0.0,
                    dropout_rng: Optional[jax.Array] = None) -> jax.Array:
   """Mixes values with the attention weights.
 
   Args:
-    weights: [batch, heads, q, l + k] from `attention_weights`.
+    weights: [batch, heads, q, k] from `attention_weights`.
     value: [batch, heads, head_dim, k] (the cache layout).
-    prefix_value: [batch, l, heads, head_dim] or None.
+    prefix: (the `PrefixLogits` from `attention_weights`, prefix values
+      [batch, l, heads, head_dim]), or None.
 
   Returns:
     [batch, q, heads, head_dim]
   """
   dtype = weights.dtype
+  prefix_rng = None
   if dropout_rng is not None and dropout_rate > 0.0:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
-    weights = weights * keep.astype(dtype) / jnp.asarray(1.0 - dropout_rate,
-                                                         dtype)
-  length = 0 if prefix_value is None else prefix_value.shape[1]
-  out = jnp.einsum('bhqk,bhdk->bqhd', weights[..., length:],
-                   value.astype(dtype))
-  if prefix_value is not None:
-    out = out + jnp.einsum('bhql,blhd->bqhd', weights[..., :length],
-                           prefix_value.astype(dtype))
+    if prefix is not None:
+      dropout_rng, prefix_rng = jax.random.split(dropout_rng)
+    weights = _dropout(weights, dropout_rate, dropout_rng)
+  out = jnp.einsum('bhqk,bhdk->bqhd', weights, value.astype(dtype))
+  if prefix is not None:
+    # Under jax.checkpoint: the backward pass recomputes the prompts'
+    # (dropped-out) weights from their logits (`attention_weights`).
+    out = out + jax.checkpoint(_prefix_values, static_argnums=(3, 4))(
+        *prefix, prefix_rng, dropout_rate, dtype)
   return out
 
 
@@ -186,16 +244,18 @@ class MultiHeadAttention(nn.Module):
     dropout_rng = None
     if not deterministic and cfg.dropout_rate > 0.0:
       dropout_rng = self.make_rng('dropout')
-    # [batch, heads, q_length, l + kv_length]
-    weights = attention_weights(query, key, attention_bias, prefix_key,
-                                cfg.float32_attention_logits)
+    # [batch, heads, q_length, kv_length], and what the prompts' weights
+    # are computed from.
+    weights, prefix_logits = attention_weights(
+        query, key, attention_bias, prefix_key, cfg.float32_attention_logits)
+    prompts = None
     if prefix is not None:
       # The paper's analysis: attention mass on the prompts, [batch, heads, q].
       # Recorded only when the caller makes 'intermediates' mutable.
       self.sow('intermediates', 'prefix_attention_mass',
-               jnp.sum(weights[..., :prefix_key.shape[1]], axis=-1))
-    x = combine_values(weights, value, prefix_value, cfg.dropout_rate,
-                       dropout_rng)
+               jnp.sum(prefix_weights(prefix_logits).astype(dtype), axis=-1))
+      prompts = (prefix_logits, prefix_value)
+    x = combine_values(weights, value, prompts, cfg.dropout_rate, dropout_rng)
     # [batch, q_length, heads, head_dim] -> [batch, q_length, emb_dim]
     return DenseGeneral(inputs_q.shape[-1], axis=(-2, -1),
                         kernel_axes=('joined_kv', 'embed'), dtype=dtype,

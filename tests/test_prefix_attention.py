@@ -3,7 +3,9 @@
 Softmax over `[P_k; K]` with the masks on the real keys only (padding,
 causal), prompts always visible, and the relative position bias on the real
 columns only (0 on the prompt columns): in the encoder, in the causal
-decoder, and one position at a time through the decode cache.
+decoder, and one position at a time through the decode cache. The two-part
+softmax that computes it against NumPy's softmax of the joined logits, and
+its derivative against the joined formula's.
 """
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,9 @@ import numpy as np
 import pytest
 
 from hyperprompt.attention import MultiHeadAttention
+from hyperprompt.attention import attention_weights
+from hyperprompt.attention import mask_to_bias
+from hyperprompt.attention import prefix_weights
 from hyperprompt.config import T5Config
 from hyperprompt.network import attention_mask
 
@@ -93,3 +98,48 @@ def test_cached_prefix_attention_matches_numpy():
     cache = state['cache']
     np.testing.assert_allclose(step[:, 0], expected[:, t], atol=1e-5,
                                rtol=1e-5)
+
+
+def test_two_part_softmax_is_the_softmax_of_the_joined_logits():
+  """`attention_weights` with prompts (keys' weights returned, prompts'
+  recomputed by `prefix_weights`) against NumPy's softmax over `[prompt
+  logits, key logits + bias + mask]`; its vector-Jacobian product against
+  the joined formula's (`jax.nn.softmax` of the concatenated logits). A fully
+  masked row (a padded query) sees only the prompts."""
+  rng = np.random.default_rng(2)
+  b, q, h, d = 2, 4, 3, 8
+  query = rng.normal(size=(b, q, h, d)).astype(np.float32)
+  key = rng.normal(size=(b, h, d, LENGTH)).astype(np.float32)
+  prompts = rng.normal(size=(b, PROMPTS, h, d)).astype(np.float32)
+  mask = rng.random((b, 1, q, LENGTH)) > 0.3
+  mask[1, 0, 2] = False
+  bias = (rng.normal(size=(1, h, q, LENGTH)) +
+          np.asarray(mask_to_bias(jnp.asarray(mask), jnp.float32)))
+  bias = bias.astype(np.float32)
+  cotangent = rng.normal(size=(b, h, q, PROMPTS + LENGTH)).astype(np.float32)
+
+  def two_part(query, key, prompts):
+    weights, prefix = attention_weights(query, key, jnp.asarray(bias),
+                                        prompts)
+    return jnp.concatenate([prefix_weights(prefix), weights], axis=-1)
+
+  def joined(query, key, prompts):
+    logits = jnp.concatenate([
+        jnp.einsum('bqhd,blhd->bhql', query, prompts),
+        jnp.einsum('bqhd,bhdk->bhqk', query, key) + bias], axis=-1)
+    return jax.nn.softmax(logits)
+
+  logits = np.concatenate([
+      np.einsum('bqhd,blhd->bhql', query, prompts),
+      np.einsum('bqhd,bhdk->bhqk', query, key) + bias], axis=-1)
+  expected = np.exp(logits - logits.max(-1, keepdims=True))
+  expected /= expected.sum(-1, keepdims=True)
+  args = tuple(map(jnp.asarray, (query, key, prompts)))
+  ours, vjp = jax.vjp(two_part, *args)
+  np.testing.assert_allclose(ours, expected, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(ours)[1, :, 2, :PROMPTS].sum(-1), 1.0,
+                             rtol=1e-6)
+  _, joined_vjp = jax.vjp(joined, *args)
+  for grad, reference in zip(vjp(jnp.asarray(cotangent)),
+                             joined_vjp(jnp.asarray(cotangent))):
+    np.testing.assert_allclose(grad, reference, atol=1e-5)

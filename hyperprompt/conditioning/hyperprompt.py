@@ -82,6 +82,43 @@ def local_hypernetwork(task_prompts: jax.Array, down: jax.Array,
   return jnp.einsum('tmlb,tmbk->tmlk', nn.relu(h), up)
 
 
+def generate_prompts(task_prompts: jax.Array, embedding: jax.Array,
+                     down_generator: jax.Array,
+                     up_generator: jax.Array) -> jax.Array:
+  """HyperPrompt-Global's prompts, `ReLU(P_tau @ D) @ U` with `D = I @ H_D`
+  and `U = I @ H_U`, keys and values in one contraction each.
+
+  Args:
+    task_prompts: [T, l, d] global prompts P_tau.
+    embedding: [T, M, t] layer-aware task embeddings I.
+    down_generator: [2, t, d, b] H_D of keys (0) and values (1).
+    up_generator: [2, t, b, h*d_h] H_U.
+
+  Returns:
+    [2, T, M, l, h*d_h]
+  """
+  (num_tasks, l), (num_sites, t) = task_prompts.shape[:2], embedding.shape[1:]
+  b, hd = up_generator.shape[2:]
+  # P_tau @ D_{tau,m} = I_{tau,m} @ (P_tau @ H_D): [2, T, l, t, b], then
+  # [2, T, M, l, b] (module docstring: no D for every task and site).
+  projected = jnp.einsum('tld,cjdb->ctljb', task_prompts, down_generator)
+  hidden = jnp.einsum('tmj,ctljb->ctmlb', embedding, projected)
+  # U for every (task, site) pair is the conditioner's one large tensor
+  # ([2, T*M, b, h*d_h]; 400 MB at XXL with 8 tasks). The pairs are
+  # independent rows, so they split over 'data' like a batch, and h*d_h
+  # over 'model' like the backbone's heads: each device generates its
+  # share only, instead of every device generating all of it.
+  pairs = num_tasks * num_sites
+  hidden = with_sharding_constraint(
+      nn.relu(hidden).reshape(2, pairs, l, b),
+      ('prompt_kinds', 'batch', 'prompt_length', 'hyper_bottleneck'))
+  up = with_sharding_constraint(
+      jnp.einsum('pj,cjbk->cpbk', embedding.reshape(pairs, t), up_generator),
+      ('prompt_kinds', 'batch', 'hyper_bottleneck', 'joined_kv'))
+  prompts = jnp.einsum('cplb,cpbk->cplk', hidden, up)
+  return prompts.reshape(2, num_tasks, num_sites, l, hd)
+
+
 class HyperPrompt(Conditioner):
   """Common part of the three variants: global prompts, placement, gather.
 
@@ -194,7 +231,6 @@ class HyperPromptGlobal(HyperPrompt):
 
     task_prompts [T, l, d] -> {'key', 'value'}: [T, M, l, h*d_h].
     """
-    num_tasks, l = task_prompts.shape[:2]
     t, b, d, hd = (self.layer_task_dim, self.bottleneck, config.emb_dim,
                    config.joined_kv)
     embedding = self.layer_aware_task_embedding(num_sites)  # I [T, M, t]
@@ -213,23 +249,9 @@ class HyperPromptGlobal(HyperPrompt):
         (2, t, b, hd), jnp.float32,
         axes=('prompt_kinds', 'layer_task_embed', 'hyper_bottleneck',
               'joined_kv'))
-    # P_tau @ D_{tau,m} = I_{tau,m} @ (P_tau @ H_D): [2, T, l, t, b], then
-    # [2, T, M, l, b] (module docstring: no D for every task and site).
-    projected = jnp.einsum('tld,cjdb->ctljb', task_prompts, down_generator)
-    hidden = jnp.einsum('tmj,ctljb->ctmlb', embedding, projected)
-    # U for every (task, site) pair is the conditioner's one large tensor
-    # ([2, T*M, b, h*d_h]; 400 MB at XXL with 8 tasks). The pairs are
-    # independent rows, so they split over 'data' like a batch, and h*d_h
-    # over 'model' like the backbone's heads: each device generates its
-    # share only, instead of every device generating all of it.
-    pairs = num_tasks * num_sites
-    hidden = with_sharding_constraint(
-        nn.relu(hidden).reshape(2, pairs, l, b),
-        ('prompt_kinds', 'batch', 'prompt_length', 'hyper_bottleneck'))
-    up = with_sharding_constraint(
-        jnp.einsum('pj,cjbk->cpbk', embedding.reshape(pairs, t),
-                   up_generator),
-        ('prompt_kinds', 'batch', 'hyper_bottleneck', 'joined_kv'))
-    prompts = jnp.einsum('cplb,cpbk->cplk', hidden, up)
-    prompts = prompts.reshape(2, num_tasks, num_sites, l, hd)
+    # Generated under jax.checkpoint: the backward pass generates again from
+    # the (sharded) parameters rather than keep what generating gathered onto
+    # every device live through the whole step.
+    prompts = jax.checkpoint(generate_prompts)(task_prompts, embedding,
+                                               down_generator, up_generator)
     return {'key': prompts[0], 'value': prompts[1]}
