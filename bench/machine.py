@@ -37,17 +37,27 @@ def cpu_flags() -> list:
   return []
 
 
-def code_commit() -> str:
-  """The commit of the code that runs (`git describe --always --dirty`:
-  '-dirty' when the working tree has changes), or says that there is none;
-  record it at the start."""
+# What the benchmarks write (results, charts, the generated sections of the
+# docs): changed by a run itself, so not what makes its code "dirty".
+RESULT_FILES = (':(exclude)*.json', ':(exclude)*.png', ':(exclude)*.md')
+
+
+def code_commit(root: str = os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))) -> str:
+  """The commit of the code that runs (`git describe --always` of `root`,
+  this checkout by default), with '-dirty' when a tracked file other than
+  results and docs has changes, or says that there is none; record it at
+  the start."""
   import subprocess  # pylint: disable=g-import-not-at-top
-  commit = subprocess.run(['git', 'describe', '--always', '--dirty'],
-                          cwd=os.path.dirname(os.path.dirname(
-                              os.path.abspath(__file__))),
-                          capture_output=True, text=True,
-                          check=False).stdout.strip()
-  return commit or 'none (not a git checkout)'
+  git = lambda *args: subprocess.run(
+      ['git', *args], cwd=root, capture_output=True, text=True,
+      check=False).stdout.strip()
+  commit = git('describe', '--always')
+  if not commit:
+    return 'none (not a git checkout)'
+  changed = git('status', '--porcelain', '--untracked-files=no', '--', '.',
+                *RESULT_FILES)
+  return commit + ('-dirty' if changed else '')
 
 
 def busy_processes(min_cpu: float = 10.0) -> list:

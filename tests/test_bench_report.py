@@ -257,3 +257,23 @@ def test_disturbed_jobs_run_again_and_the_last_attempt_counts(monkeypatch):
   assert report.job_label(job) in line and '2 earlier' in line
   del results['disturbed_spread']
   assert report.disturbed_facts(results) == []
+
+
+def test_code_commit_is_dirty_for_code_changes_not_for_results(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  from bench import machine  # pylint: disable=g-import-not-at-top
+  git = lambda *args: subprocess.run(['git', *args], cwd=tmp_path, check=True,
+                                     capture_output=True)
+  git('init', '-q')
+  for name in ('code.py', 'scale.json', 'BENCHMARKS.md'):
+    (tmp_path / name).write_text('0\n')
+  git('add', '.')
+  git('-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-qm', 'x')
+  clean = machine.code_commit(str(tmp_path))
+  assert len(clean) >= 7 and not clean.endswith('-dirty')
+  # A benchmark writing its results leaves the code's commit as it is.
+  (tmp_path / 'scale.json').write_text('1\n')
+  (tmp_path / 'BENCHMARKS.md').write_text('1\n')
+  assert machine.code_commit(str(tmp_path)) == clean
+  (tmp_path / 'code.py').write_text('1\n')
+  assert machine.code_commit(str(tmp_path)) == clean + '-dirty'
