@@ -6,6 +6,7 @@ import os
 
 import gin
 import jax
+from jax import ad_checkpoint
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -225,7 +226,7 @@ def test_per_task_adapter_is_the_per_example_formula_without_its_copies(
 
   def saved(f):
     capsys.readouterr()
-    jax.ad_checkpoint.print_saved_residuals(f, h, weights)
+    ad_checkpoint.print_saved_residuals(f, h, weights)
     return capsys.readouterr().out.replace(' ', '')
   copies = (f'[{batch},{d},{r}]', f'[{batch},{r},{d}]')
   gathered_first = lambda h, w: jnp.sum(apply_adapter(h, per_example(

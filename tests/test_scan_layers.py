@@ -10,6 +10,7 @@ match Hugging Face transformers.
 import dataclasses
 
 import jax
+from jax import ad_checkpoint
 import numpy as np
 import pytest
 import seqio
@@ -87,7 +88,7 @@ def test_scanned_adapters_keep_no_per_example_weights(family, capsys):
   params = scanning.scan_params(tiny_model.random_params(
       _model(CONFIG, family), batch_size=6, input_length=7, target_length=5))
   capsys.readouterr()
-  jax.ad_checkpoint.print_saved_residuals(
+  ad_checkpoint.print_saved_residuals(
       lambda p: model.loss_fn(p, batch, None)[0], params)
   saved = capsys.readouterr().out.replace(' ', '')
   d, r = CONFIG.emb_dim, conditioning_models.CONDITIONERS[family]().bottleneck
