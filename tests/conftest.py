@@ -1,7 +1,10 @@
 """Shared test setup: CPU only, quiet TensorFlow, float32 matmuls, and one
 persistent XLA compilation cache for the session."""
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
@@ -58,3 +61,28 @@ def tiny_trained_run(tmp_path_factory):
   runner_tiny.train(model_dir=model_dir, train_steps=2, checkpoint_period=2,
                     train_batches=batches)
   return model_dir
+
+
+@pytest.fixture
+def start_tiny_training():
+  """`start(model_dir, **kwargs)` starts runner_tiny's training script in a
+  subprocess (stdout and stderr in `proc.stdout`), for the tests that kill
+  or signal a run. Their runs are endless (train_steps=100000), so any still
+  running when the test ends, failed or not, are killed rather than left to
+  train on beside the rest of the suite."""
+  procs = []
+
+  def start(model_dir, **kwargs):
+    script = os.path.join(os.path.dirname(__file__), 'runner_tiny.py')
+    procs.append(subprocess.Popen(
+        [sys.executable, script, json.dumps(dict(model_dir=model_dir,
+                                                 **kwargs))],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, JAX_PLATFORMS='cpu')))
+    return procs[-1]
+
+  yield start
+  for proc in procs:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()

@@ -19,6 +19,9 @@ from hyperprompt.config import T5Config
 from hyperprompt.tasks import synthetic
 
 MIXTURE = 'hp_synthetic'
+# How long a test waits for the script's first step or checkpoint: generous,
+# since a loaded machine can take minutes to start JAX and compile.
+STARTUP_TIMEOUT_S = 600
 NUM_TASKS = len(synthetic.TASKS)
 LENGTHS = dict(synthetic.TASK_FEATURE_LENGTHS)
 

@@ -1,11 +1,9 @@
 """Checkpoints: resume after SIGKILL gives the uninterrupted losses, SIGTERM
 saves the current step, NaN stops with the last checkpoint intact, task
 vocabulary mismatch is an error."""
-import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 
@@ -34,15 +32,8 @@ def _losses(model_dir):
   return by_step
 
 
-def _start(model_dir, **kwargs):
-  args = json.dumps(dict(model_dir=model_dir, **kwargs))
-  return subprocess.Popen(
-      [sys.executable, os.path.join(TESTS, 'runner_tiny.py'), args],
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-      env=dict(os.environ, JAX_PLATFORMS='cpu'))
-
-
-def _wait_for_checkpoint(proc, model_dir, timeout=240):
+def _wait_for_checkpoint(proc, model_dir,
+                         timeout=runner_tiny.STARTUP_TIMEOUT_S):
   deadline = time.time() + timeout
   while time.time() < deadline:
     if checkpoints.latest_step(model_dir):
@@ -52,9 +43,10 @@ def _wait_for_checkpoint(proc, model_dir, timeout=240):
   raise TimeoutError('no checkpoint appeared')
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path,
+                                                       start_tiny_training):
   killed = str(tmp_path / 'killed')
-  proc = _start(killed, train_steps=100000, checkpoint_period=3,
+  proc = start_tiny_training(killed, train_steps=100000, checkpoint_period=3,
                 data_seed=7)
   _wait_for_checkpoint(proc, killed)
   time.sleep(1.0)  # Somewhere between (or during) later checkpoints.
@@ -74,10 +66,11 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
                              rtol=1e-6)
 
 
-def test_sigterm_saves_the_current_step(tmp_path):
+def test_sigterm_saves_the_current_step(tmp_path, start_tiny_training):
   model_dir = str(tmp_path / 'run')
-  proc = _start(model_dir, train_steps=100000, checkpoint_period=100000)
-  deadline = time.time() + 240
+  proc = start_tiny_training(model_dir, train_steps=100000,
+                             checkpoint_period=100000)
+  deadline = time.time() + runner_tiny.STARTUP_TIMEOUT_S
   while not _losses(model_dir) and time.time() < deadline:
     assert proc.poll() is None, proc.stdout.read()[-3000:]
     time.sleep(0.2)

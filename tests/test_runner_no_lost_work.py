@@ -6,11 +6,9 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from hyperprompt import atomic_files
@@ -43,15 +41,12 @@ def test_first_ctrl_c_asks_for_a_save_and_the_second_aborts():
   assert signal.getsignal(signal.SIGINT) is before
 
 
-def test_ctrl_c_saves_the_current_step_and_exits_non_zero(tmp_path):
+def test_ctrl_c_saves_the_current_step_and_exits_non_zero(
+    tmp_path, start_tiny_training):
   model_dir = str(tmp_path / 'run')
-  proc = subprocess.Popen(
-      [sys.executable, os.path.join(TESTS, 'runner_tiny.py'),
-       json.dumps(dict(model_dir=model_dir, train_steps=100000,
-                       checkpoint_period=100000))],
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-      env=dict(os.environ, JAX_PLATFORMS='cpu'))
-  deadline = time.time() + 240
+  proc = start_tiny_training(model_dir, train_steps=100000,
+                             checkpoint_period=100000)
+  deadline = time.time() + runner_tiny.STARTUP_TIMEOUT_S
   while not history.read_history(model_dir) and time.time() < deadline:
     assert proc.poll() is None, proc.stdout.read()[-3000:]
     time.sleep(0.2)
