@@ -25,8 +25,12 @@ $(VENV)/.bench: $(VENV)/.core
 	$(UV_INSTALL) -e '.[bench]'
 	touch $@
 
+# Two pytest-xdist workers keep two cores busy (a test's tracing and XLA
+# compiles are mostly single-threaded); each test file runs whole on one
+# worker, so its module fixtures are built once.
+TEST_WORKERS ?= 2
 test: $(VENV)/.test
-	$(PY) -m pytest $(PYTEST_ARGS) tests
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests
 
 demo: $(VENV)/.core
 	$(PY) -m hyperprompt.demo

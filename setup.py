@@ -27,8 +27,9 @@ EXTRAS = {
     # torch 2.13.0 is the CPU build the reference tests need; transformers' T5
     # is the independent numerical reference. libtpu is what jax[tpu]==0.10.2
     # pins: it compiles for TPU topologies without a TPU (hyperprompt.compile).
-    "test": ["pytest>=8", "torch==2.13.0", "transformers>=4.45,<6",
-             "libtpu==0.0.42.*"],
+    # pytest-xdist: `make test` runs the suite on two workers.
+    "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0",
+             "transformers>=4.45,<6", "libtpu==0.0.42.*"],
     "bench": ["torch==2.13.0", "transformers>=4.45,<6", "peft>=0.13"],
     "tpu": ["jax[tpu]>=0.5,<0.11"],
     # t5x is not on PyPI; install it from its source repository first (README).
