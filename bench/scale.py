@@ -89,7 +89,7 @@ def worker(args) -> None:
       'device_kind', 'num_devices', 'mesh', 'params', 'optimizer_state',
       'batch', 'arguments', 'temporaries', 'generated_code', 'hbm', 'flops',
       'collectives', 'compile_seconds', 'compile_cpu_seconds', 'refused',
-      'total', 'fits')}
+      'total', 'peak', 'fits')}
   print('SCALE_RESULT ' + json.dumps(out))
 
 
@@ -233,8 +233,8 @@ def _tflop(flops) -> str:
 
 
 def _over(c: dict, none: Optional[dict], field: str = 'total') -> str:
-  """c's `field` (memory total or FLOPs) above the plain model's, when both
-  were compiled with the same partitioning."""
+  """c's `field` (memory total, live peak or FLOPs) above the plain
+  model's, when both were compiled with the same partitioning."""
   if not (none and none.get(field) and c.get(field) and
           _partitioning(none) == _partitioning(c)):
     return '-'
@@ -286,9 +286,10 @@ def markdown(cells: List[dict]) -> str:
   out = [BEGIN,
          '| size | slice | conditioner | partitioning | params GiB | '
          'optimizer GiB | temporaries GiB | total GiB | HBM GiB | fits | '
-         'over none | XLA TFLOP | FLOPs over none | '
-         'compile s wall / CPU (load) | commit |',
-         '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+         'over none | live peak GiB | peak over none | XLA TFLOP | '
+         'FLOPs over none | compile s wall / CPU (load) | commit |',
+         '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|'
+         '---|']
   deciding = latest(cells)
   missing = []
   for size in SIZES:
@@ -314,6 +315,7 @@ def markdown(cells: List[dict]) -> str:
             f'{_gib(c.get("params"))} | {_gib(c.get("optimizer_state"))} | '
             f'{_gib(c.get("temporaries"))} | {_gib(c.get("total"))} | '
             f'{_gib(c.get("hbm"))} | {fits} | {over} | '
+            f'{_gib(c.get("peak"))} | {_over(c, none, "peak")} | '
             f'{_tflop(c.get("flops"))} | {flops_over} | '
             f'{"-" if seconds is None else f"{seconds:.0f} / {cpu:.0f}"} '
             f'({c["load_before"]:.1f}) | {c["commit"]} |')

@@ -162,6 +162,11 @@ class Report:
   aliased: Optional[int] = None  # Outputs written into donated inputs.
   temporaries: Optional[int] = None
   generated_code: Optional[int] = None
+  # XLA's peak of the buffers live at once, inputs included, where the
+  # backend reports it (XLA:TPU does). `total` is larger: its temporaries
+  # are the heap XLA reserves for them, which also pays for how the buffers
+  # pack into it.
+  peak: Optional[int] = None
   flops: Optional[float] = None
   collectives: Dict[str, Tuple[int, int]] = dataclasses.field(
       default_factory=dict)
@@ -202,6 +207,9 @@ class Report:
         f'  program           {g(self.generated_code)}',
         f'  total             {g(self.total)}  of {hbm} HBM '
         f'({"fits" if self.fits else "DOES NOT FIT"})',
+        *([f'  live at the peak  {g(self.peak)}  (XLA\'s peak, inputs '
+           'included; the total also holds its packing)']
+          if self.peak else []),
         f'  FLOPs             {self.flops:.4g}',
         f'  compile time      {self.compile_seconds:.1f} s '
         f'({self.compile_cpu_seconds:.1f} s CPU)',
@@ -271,6 +279,7 @@ def _compile(step, topology, devices, partitioner, lowered, state, batch,
   report.aliased = memory.alias_size_in_bytes
   report.temporaries = memory.temp_size_in_bytes
   report.generated_code = memory.generated_code_size_in_bytes
+  report.peak = getattr(memory, 'peak_memory_in_bytes', None) or None
   report.flops = float((cost or {}).get('flops', 0.0))
   report.collectives = collectives(compiled.as_text())
   return report

@@ -9,6 +9,7 @@ import pytest
 
 from bench import markdown_section
 from bench import report
+from bench import scale
 from bench import timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -277,3 +278,24 @@ def test_code_commit_is_dirty_for_code_changes_not_for_results(tmp_path):
   assert machine.code_commit(str(tmp_path)) == clean
   (tmp_path / 'code.py').write_text('1\n')
   assert machine.code_commit(str(tmp_path)) == clean + '-dirty'
+
+
+def test_scale_table_compares_total_and_live_peak_with_none():
+  gib = 1024**3
+  cell = dict(size='large', slice='v4-128 chips', topology='v4:4x4x8',
+              partitions=2, dims=1, remat='none', params=gib,
+              optimizer_state=0, temporaries=3 * gib, hbm=16 * gib,
+              fits=True, flops=1e12, compile_seconds=60.0,
+              compile_cpu_seconds=50.0, load_before=1.0, commit='abc1234')
+  none = dict(cell, conditioner='none', total=5 * gib, peak=4 * gib)
+  ours = dict(cell, conditioner='hyperprompt_global', total=5.1 * gib,
+              peak=3.96 * gib)
+  # A compile from before the peak was recorded shows '-' for it.
+  old = dict(cell, conditioner='adapters', total=5.2 * gib)
+  rows = {line.split(' | ')[2]: line for line in
+          scale.markdown([none, ours, old]).splitlines()
+          if line.startswith('| large | v4-128 chips')}
+  assert '| yes | +2.00% | 3.96 | -1.00% | 1.000 | +0.00% |' in rows[
+      'hyperprompt_global']
+  assert '| yes | +4.00% | - | - |' in rows['adapters']
+  assert '| yes | +0.00% | 4.00 | +0.00% |' in rows['none']

@@ -66,6 +66,8 @@ def test_train_score_and_decode_compile_for_v5e_2x2():
   assert train.optimizer_state >= train.params
   assert train.fits and train.hbm == 16 * 1024**3
   assert train.flops > 0 and train.temporaries > 0
+  # XLA's peak holds the inputs and at most what the total reserves.
+  assert train.arguments <= train.peak <= train.total
   # Tensor parallelism reduces partial sums across the 'model' axis.
   assert train.collectives['all-reduce'][0] > 0
   assert score.step == 'score' and score.fits
