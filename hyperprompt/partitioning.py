@@ -51,9 +51,10 @@ LOGICAL_AXIS_RULES: Tuple[Tuple[str, Optional[str]], ...] = (
     ('relpos_buckets', None),
     # The scanned layer stack (T5Config.scan_layers).
     ('layers', None),
-    # Conditioners: small, replicated (their 'embed'/'joined_kv' dims follow
-    # the rules above).
-) + tuple((name, None) for name in conditioner_axes.NAMES)
+    # Conditioners: small, replicated but for the adapters' width, over
+    # 'data' (conditioning/axes.py); their 'embed'/'joined_kv' dims follow
+    # the rules above.
+) + conditioner_axes.mesh_rules(DATA)
 
 
 @gin.configurable(module='hyperprompt.partitioning')
@@ -125,10 +126,6 @@ class Partitioner:
     # Rules for parameters and optimizer state; activations use self.rules.
     self.param_rules = self.rules if parameter_partitioning_dims == 1 else (
         (('embed', DATA),) + tuple(r for r in self.rules if r[0] != 'embed'))
-    # Parameters used as values inside the layers keep their 'embed' split
-    # (conditioner_axes.PARAMETER_EMBED).
-    self.rules += ((conditioner_axes.PARAMETER_EMBED, next(
-        (axis for name, axis in self.param_rules if name == 'embed'), None)),)
 
   @property
   def data_parallelism(self) -> int:
@@ -191,8 +188,9 @@ class Partitioner:
             f'Parameter {name} {tuple(shape)} with logical axes {logical} '
             f'cannot be split {size} ways over mesh axis {axis!r}. Choose '
             'num_partitions dividing that dimension, or map its logical axis '
-            'to None in Partitioner.logical_axis_rules (with '
-            "parameter_partitioning_dims=2, 'embed' goes over 'data').")
+            "to None in Partitioner.logical_axis_rules ('embed' goes over "
+            "'data' with parameter_partitioning_dims=2, the adapters' "
+            "'adapter_embed' always).")
 
   def state_shardings(self, state_shapes: Any, params_axes: Mapping[str, Any],
                       params_shapes: Any) -> Any:

@@ -53,13 +53,14 @@ def logical_factor_rules():
 
 
 def conditioner_axis_rules() -> Tuple[Tuple[str, Optional[str]], ...]:
-  """Partitioner rules for the conditioners' axis names: replicated.
+  """Partitioner rules for the conditioners' axis names: replicated but
+  for the adapters' width, over 'data' (conditioning/axes.py).
 
   Conditioner parameters are small next to the backbone; their 'embed' and
   'joined_kv' dimensions follow t5x's standard rules. For
   `partitioning.standard_logical_axis_rules.additional_rules`.
   """
-  return tuple((name, None) for name in conditioner_axes.NAMES)
+  return conditioner_axes.mesh_rules('data')
 
 
 def _reject_packing(features: Mapping[str, Any]) -> None:

@@ -26,16 +26,18 @@ NUM_TASKS = len(synthetic.TASKS)
 LENGTHS = dict(synthetic.TASK_FEATURE_LENGTHS)
 
 
-def tiny_model(dropout_rate: float = 0.0) -> models.EncoderDecoderModel:
+def tiny_model(dropout_rate: float = 0.0,
+               conditioner=None) -> models.EncoderDecoderModel:
+  """HyperPrompt-Global unless another `conditioner` is given."""
   # Every sharded dim is even, so a 'model' axis of 2 divides it.
   config = T5Config(vocab_size=264, emb_dim=16, num_heads=2, head_dim=8,
                     num_encoder_layers=1, num_decoder_layers=1, mlp_dim=32,
                     dropout_rate=dropout_rate,
                     relative_attention_num_buckets=8,
                     relative_attention_max_distance=16)
-  conditioner = HyperPromptGlobal(num_tasks=NUM_TASKS, prompt_length=2,
-                                  bottleneck=4, layer_task_dim=6,
-                                  task_embed_dim=4)
+  conditioner = conditioner or HyperPromptGlobal(
+      num_tasks=NUM_TASKS, prompt_length=2, bottleneck=4, layer_task_dim=6,
+      task_embed_dim=4)
   vocab = seqio.ByteVocabulary()
   return models.EncoderDecoderModel(network.Transformer(config, conditioner),
                                     vocab, vocab)

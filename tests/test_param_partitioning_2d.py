@@ -1,13 +1,15 @@
 """2-D parameter partitioning (FSDP over 'data'): where parameters and their
-Adafactor moments go. Training with it on 8 forced CPU devices is compared
-with 1-D and one device in test_partitioning's mesh test."""
+Adafactor moments go, and the adapters' weights, split over 'data' with 1-D
+partitioning too. Training with it on 8 forced CPU devices is compared with
+1-D and one device in test_partitioning's mesh test."""
 import flax.linen as nn
 import jax
 from jax.sharding import PartitionSpec as P
 import pytest
 
 from hyperprompt import partitioning, trainer
-from hyperprompt.conditioning.axes import PARAMETER_EMBED
+from hyperprompt.conditioning.adapters import Adapters
+from hyperprompt.config import T5Config
 from hyperprompt.layers import param_with_axes
 
 
@@ -42,11 +44,6 @@ def test_embed_goes_over_data_for_params_and_moments():
   assert moments.v_col['kernel'].spec == P('model')  # [384]
   assert moments.v['scale'].spec == P('data')
   assert dict(part.rules)['embed'] is None  # Activations: 1-D.
-  # Parameters used as values in the layers (per-task adapter weights) keep
-  # their parameters' split: 'data' here, replicated with 1-D partitioning.
-  assert dict(part.rules)[PARAMETER_EMBED] == 'data'
-  one_d = partitioning.Partitioner(devices=jax.devices()[:1])
-  assert dict(one_d.rules)[PARAMETER_EMBED] is None
 
 
 def test_bad_dims_and_indivisible_embed_are_clear_errors():
@@ -59,3 +56,43 @@ def test_bad_dims_and_indivisible_embed_are_clear_errors():
   with pytest.raises(ValueError, match=r"kernel \(256, 384\).*3 ways.*'data'"):
     part.param_shardings(variables['params_axes'], variables['params'])
 
+
+
+def _adapters(emb_dim):
+  config = T5Config(vocab_size=8, emb_dim=emb_dim, num_heads=2, head_dim=4,
+                    num_encoder_layers=2, num_decoder_layers=1, mlp_dim=8)
+  module = Adapters(num_tasks=3, bottleneck=4)
+  return jax.eval_shape(lambda: module.init(
+      jax.random.PRNGKey(0), jax.numpy.zeros((2,), jax.numpy.int32), config))
+
+
+@pytest.mark.parametrize('dims', [1, 2])
+def test_adapter_width_goes_over_data_with_1d_and_2d(dims):
+  """The adapters' [tasks, layers, d, r] weights split d over 'data' like
+  FSDP, also where the backbone is 1-D (issue 13), and so do their
+  (unfactored) second moments; r and the tasks and layers stay whole."""
+  part = partitioning.Partitioner(num_partitions=2,
+                                  devices=jax.devices()[:1] * 8,
+                                  parameter_partitioning_dims=dims)
+  variables = _adapters(emb_dim=16)
+  params, axes = variables['params'], variables['params_axes']
+  assert params['down'].shape == (3, 3, 16, 4)
+  specs = jax.tree.map(lambda s: s.spec, part.param_shardings(axes, params))
+  assert specs == {'down': P(None, None, 'data', None),
+                   'down_bias': P(None, None, None),
+                   'up': P(None, None, None, 'data'),
+                   'up_bias': P(None, None, 'data')}
+  opt = jax.eval_shape(trainer.adafactor(1e-3).init, params)
+  moments = part.state_shardings(opt, axes, params)
+  assert jax.tree.map(lambda s: s.spec, moments.v) == specs
+  # Each layer's per-task weights keep that split until the layer gathers
+  # them (interface.apply_adapter's constraint uses the activation rules).
+  assert dict(part.rules)['adapter_embed'] == 'data'
+
+
+def test_adapter_width_not_dividing_data_is_a_clear_error():
+  part = partitioning.Partitioner(devices=jax.devices()[:1] * 3)
+  variables = _adapters(emb_dim=16)
+  with pytest.raises(ValueError, match=r"down \(3, 3, 16, 4\).*"
+                     r"adapter_embed.*3 ways over mesh axis 'data'"):
+    part.param_shardings(variables['params_axes'], variables['params'])

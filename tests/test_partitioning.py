@@ -121,6 +121,16 @@ MESH_SCRIPT = textwrap.dedent('''
     np.testing.assert_allclose(two_d, one, rtol=1e-5, atol=1e-5)
     assert dict(partitioning.Partitioner(num_partitions=2).mesh.shape) == {{
         'data': 4, 'model': 2}}
+    # Adapters: their width is split over 'data' with 1-D partitioning too
+    # (conditioning/axes.py) and each layer gathers its own.
+    from hyperprompt.conditioning.adapters import Adapters
+    adapters = lambda: Adapters(num_tasks=runner_tiny.NUM_TASKS, bottleneck=4)
+    one = train_loop.losses(partitioning.Partitioner(
+        devices=jax.devices()[:1]), batches, adapters())
+    mesh = train_loop.losses(partitioning.Partitioner(num_partitions=2),
+                             batches, adapters())
+    print('ADAPTER LOSSES', one, mesh)
+    np.testing.assert_allclose(mesh, one, rtol=1e-5, atol=1e-5)
     print('OK')
 ''')
 

@@ -6,9 +6,10 @@ from hyperprompt import train_state, trainer
 import runner_tiny
 
 
-def losses(partitioner, host_batches):
-  """Losses of consecutive train steps; host_batches are this host's rows."""
-  model = runner_tiny.tiny_model()
+def losses(partitioner, host_batches, conditioner=None):
+  """Losses of consecutive train steps; host_batches are this host's rows.
+  The tiny model has HyperPrompt-Global unless another `conditioner`."""
+  model = runner_tiny.tiny_model(conditioner=conditioner)
   rows = sum(len(b['task_ids']) for b in host_batches[:1])
   shapes = train_state.input_shapes(model, runner_tiny.LENGTHS,
                                     rows * len(partitioner.processes))

@@ -23,7 +23,7 @@ from jax.ad_checkpoint import checkpoint_name
 import jax.numpy as jnp
 import numpy as np
 
-from hyperprompt.conditioning.axes import PARAMETER_EMBED
+from hyperprompt.conditioning.axes import ADAPTER_EMBED
 from hyperprompt.config import T5Config
 from hyperprompt.layers import with_sharding_constraint
 
@@ -109,20 +109,20 @@ def _gather_tasks(adapter: Dict[str, Array],
 
 # Logical axes of one layer's per-task adapter weights, by name.
 _ADAPTER_AXES = {
-    'down': ('tasks', PARAMETER_EMBED, 'adapter_bottleneck'),
+    'down': ('tasks', ADAPTER_EMBED, 'adapter_bottleneck'),
     'down_bias': ('tasks', 'adapter_bottleneck'),
-    'up': ('tasks', 'adapter_bottleneck', PARAMETER_EMBED),
-    'up_bias': ('tasks', PARAMETER_EMBED),
-    'norm_scale': ('tasks', PARAMETER_EMBED),
-    'norm_bias': ('tasks', PARAMETER_EMBED),
+    'up': ('tasks', 'adapter_bottleneck', ADAPTER_EMBED),
+    'up_bias': ('tasks', ADAPTER_EMBED),
+    'norm_scale': ('tasks', ADAPTER_EMBED),
+    'norm_bias': ('tasks', ADAPTER_EMBED),
 }
 
 
 def _gather_layer(h: Array, adapter: Dict[str, Array],
                   task_ids: Array) -> Array:
-  """One layer's adapter from per-task weights, each kept split like its
-  parameter up to here (axes.PARAMETER_EMBED), so that the all-gather
-  happens in the layer."""
+  """One layer's adapter from per-task weights, each kept split over 'data'
+  like its parameter up to here (axes.ADAPTER_EMBED), so that the
+  all-gather happens in the layer."""
   adapter = {name: with_sharding_constraint(w, _ADAPTER_AXES[name])
              for name, w in adapter.items()}
   return _bottleneck(h, _gather_tasks(adapter, task_ids))
