@@ -31,7 +31,7 @@ Global never materialises its generated D for every task and site:
 `P_tau @ H_D` [l, t, b] is once per task rather than once per task and site,
 so the conditioner never holds a [T, M, d, b] tensor and does about half the
 FLOPs (bench/ours.py counts them). Its one large tensor, U for every task and
-site ([2, T*M, b, h*d_h], keys and values in one contraction), is generated
+site ([T*M, 2, b, h*d_h], keys and values in one contraction), is generated
 split over the mesh: the (task, site) pairs over 'data', h*d_h over 'model'.
 Computed whole on every device, as before, it made Global's compiled T5.1.1
 XXL step on v5e-256 3.5% larger in memory than vanilla's and 6.9% larger in
@@ -95,28 +95,33 @@ def generate_prompts(task_prompts: jax.Array, embedding: jax.Array,
     up_generator: [2, t, b, h*d_h] H_U.
 
   Returns:
-    [2, T, M, l, h*d_h]
+    [T, M, 2, l, h*d_h], keys (0) and values (1) of every task and site.
+
+  Every intermediate keeps the (task, site) pairs leading and the kind
+  second, the order in which each contraction's output comes out of its dot:
+  with the kind leading, XLA:CPU transposed U ([2, T*M, b, h*d_h]) in the
+  forward pass, in its recomputation and in the backward pass.
   """
   (num_tasks, l), (num_sites, t) = task_prompts.shape[:2], embedding.shape[1:]
   b, hd = up_generator.shape[2:]
-  # P_tau @ D_{tau,m} = I_{tau,m} @ (P_tau @ H_D): [2, T, l, t, b], then
-  # [2, T, M, l, b] (module docstring: no D for every task and site).
-  projected = jnp.einsum('tld,cjdb->ctljb', task_prompts, down_generator)
-  hidden = jnp.einsum('tmj,ctljb->ctmlb', embedding, projected)
+  # P_tau @ D_{tau,m} = I_{tau,m} @ (P_tau @ H_D): [T, l, 2, t, b], then
+  # [T, M, 2, l, b] (module docstring: no D for every task and site).
+  projected = jnp.einsum('tld,cjdb->tlcjb', task_prompts, down_generator)
+  hidden = jnp.einsum('tmj,tlcjb->tmclb', embedding, projected)
   # U for every (task, site) pair is the conditioner's one large tensor
-  # ([2, T*M, b, h*d_h]; 400 MB at XXL with 8 tasks). The pairs are
+  # ([T*M, 2, b, h*d_h]; 400 MB at XXL with 8 tasks). The pairs are
   # independent rows, so they split over 'data' like a batch, and h*d_h
   # over 'model' like the backbone's heads: each device generates its
   # share only, instead of every device generating all of it.
   pairs = num_tasks * num_sites
   hidden = with_sharding_constraint(
-      nn.relu(hidden).reshape(2, pairs, l, b),
-      ('prompt_kinds', 'batch', 'prompt_length', 'hyper_bottleneck'))
+      nn.relu(hidden).reshape(pairs, 2, l, b),
+      ('batch', 'prompt_kinds', 'prompt_length', 'hyper_bottleneck'))
   up = with_sharding_constraint(
-      jnp.einsum('pj,cjbk->cpbk', embedding.reshape(pairs, t), up_generator),
-      ('prompt_kinds', 'batch', 'hyper_bottleneck', 'joined_kv'))
-  prompts = jnp.einsum('cplb,cpbk->cplk', hidden, up)
-  return prompts.reshape(2, num_tasks, num_sites, l, hd)
+      jnp.einsum('pj,cjbk->pcbk', embedding.reshape(pairs, t), up_generator),
+      ('batch', 'prompt_kinds', 'hyper_bottleneck', 'joined_kv'))
+  prompts = jnp.einsum('pclb,pcbk->pclk', hidden, up)
+  return prompts.reshape(num_tasks, num_sites, 2, l, hd)
 
 
 class HyperPrompt(Conditioner):
@@ -227,7 +232,7 @@ class HyperPromptGlobal(HyperPrompt):
 
   def site_prompts(self, task_prompts, config, num_sites):
     """ReLU(P_tau @ D) @ U with D = I @ H_D, U = I @ H_U, keys and values in
-    one contraction each (a leading kind axis: 0 key, 1 value).
+    one contraction each (a kind axis: 0 key, 1 value).
 
     task_prompts [T, l, d] -> {'key', 'value'}: [T, M, l, h*d_h].
     """
@@ -254,4 +259,4 @@ class HyperPromptGlobal(HyperPrompt):
     # every device live through the whole step.
     prompts = jax.checkpoint(generate_prompts)(task_prompts, embedding,
                                                down_generator, up_generator)
-    return {'key': prompts[0], 'value': prompts[1]}
+    return {'key': prompts[:, :, 0], 'value': prompts[:, :, 1]}
