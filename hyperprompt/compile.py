@@ -17,7 +17,8 @@ evaluation steps from `hyperprompt.evaluation`), which the runner uses too. Noth
 
 Printed, per device: parameters and optimizer state (their sharded shapes),
 the batch, XLA's temporaries, the total against the device's HBM (table
-below), the step's FLOPs, its collectives and their bytes, and the compile
+below), XLA's peak of the buffers live at once (where the backend reports
+it), the step's FLOPs, its collectives and their bytes, and the compile
 time. When it does not fit the command fails (exit 1) naming the largest
 buffers and what to try.
 """
