@@ -57,7 +57,6 @@ def test_bad_dims_and_indivisible_embed_are_clear_errors():
     part.param_shardings(variables['params_axes'], variables['params'])
 
 
-
 def _adapters(emb_dim):
   config = T5Config(vocab_size=8, emb_dim=emb_dim, num_heads=2, head_dim=4,
                     num_encoder_layers=2, num_decoder_layers=1, mlp_dim=8)
