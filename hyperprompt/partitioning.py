@@ -184,13 +184,18 @@ class Partitioner:
       size = int(np.prod([self.mesh.shape[a] for a in
                           (axis if isinstance(axis, tuple) else (axis,))]))
       if dim % size:
+        # num_partitions sets the 'model' axis; the 'data' axis is what is
+        # left of the devices, so it changes with the device count too.
+        remedy = ('num_partitions dividing that dimension' if axis == MODEL
+                  else 'a device count and num_partitions whose quotient '
+                  f'(the {DATA!r} axis) divides that dimension')
         raise ValueError(
             f'Parameter {name} {tuple(shape)} with logical axes {logical} '
             f'cannot be split {size} ways over mesh axis {axis!r}. Choose '
-            'num_partitions dividing that dimension, or map its logical axis '
-            "to None in Partitioner.logical_axis_rules ('embed' goes over "
-            "'data' with parameter_partitioning_dims=2, the adapters' "
-            "'adapter_embed' always).")
+            f'{remedy}, or map its logical axis to None in '
+            "Partitioner.logical_axis_rules ('embed' goes over 'data' with "
+            "parameter_partitioning_dims=2, the adapters' 'adapter_embed' "
+            'always).')
 
   def state_shardings(self, state_shapes: Any, params_axes: Mapping[str, Any],
                       params_shapes: Any) -> Any:

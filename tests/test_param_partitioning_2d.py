@@ -53,7 +53,14 @@ def test_bad_dims_and_indivisible_embed_are_clear_errors():
   part = partitioning.Partitioner(devices=jax.devices()[:1] * 3,
                                   parameter_partitioning_dims=2)
   variables = jax.eval_shape(lambda: _Params().init(jax.random.PRNGKey(0)))
-  with pytest.raises(ValueError, match=r"kernel \(256, 384\).*3 ways.*'data'"):
+  with pytest.raises(ValueError, match=r"kernel \(256, 384\).*3 ways.*'data'"
+                     r".*quotient"):
+    part.param_shardings(variables['params_axes'], variables['params'])
+  # The 'model' axis is num_partitions itself: 384 does not split 5 ways.
+  part = partitioning.Partitioner(num_partitions=5,
+                                  devices=jax.devices()[:1] * 5)
+  with pytest.raises(ValueError, match=r"kernel \(256, 384\).*5 ways over "
+                     r"mesh axis 'model'. Choose num_partitions dividing"):
     part.param_shardings(variables['params_axes'], variables['params'])
 
 
@@ -93,5 +100,6 @@ def test_adapter_width_not_dividing_data_is_a_clear_error():
   part = partitioning.Partitioner(devices=jax.devices()[:1] * 3)
   variables = _adapters(emb_dim=16)
   with pytest.raises(ValueError, match=r"down \(3, 3, 16, 4\).*"
-                     r"adapter_embed.*3 ways over mesh axis 'data'"):
+                     r"adapter_embed.*3 ways over mesh axis 'data'.*"
+                     r"quotient \(the 'data' axis\)"):
     part.param_shardings(variables['params_axes'], variables['params'])
