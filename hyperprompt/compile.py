@@ -31,6 +31,8 @@ import sys
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from hyperprompt import libtpu_options
+
 GiB = 1024**3
 
 # HBM per JAX device, by `device_kind`. Source: Google Cloud TPU system
@@ -84,6 +86,7 @@ def topology_devices(topology: str) -> List[Any]:
   # uses no TPU, so it must neither wait for nor block another process that
   # loaded libtpu (a training run, a parallel test).
   os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
+  libtpu_options.set_defaults()
   try:
     return list(topologies.get_topology_desc(
         platform='tpu', topology_name=topology).devices)

@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 
 from hyperprompt import cli_errors
 from hyperprompt import gin_cli
+from hyperprompt import libtpu_options
 from hyperprompt import quiet_logs
 
 RUNS = {'train': 'train', 'eval': 'evaluate', 'infer': 'infer'}
@@ -46,6 +47,9 @@ def run(command: str, argv: Sequence[str]):
   gin_cli.add_flags(parser)
   args = parser.parse_args(rest)
   quiet_logs.configure()
+  # On a TPU VM the runner's first JAX call loads libtpu, which reads its
+  # options then.
+  libtpu_options.set_defaults()
   # Imported here so `hyperprompt --help` stays fast.
   from hyperprompt import partitioning  # pylint: disable=g-import-not-at-top
   from hyperprompt import runner  # pylint: disable=g-import-not-at-top

@@ -16,7 +16,7 @@ import seqio
 pytest.importorskip('libtpu')
 
 from hyperprompt import compile as compile_lib  # pylint: disable=g-import-not-at-top
-from hyperprompt import models, network, partitioning, trainer
+from hyperprompt import libtpu_options, models, network, partitioning, trainer
 from hyperprompt.config import T5Config
 
 # Every matrix dim split over 'model' is divisible by 4.
@@ -74,6 +74,21 @@ def test_train_score_and_decode_compile_for_v5e_2x2():
   assert decode.step == 'decode' and decode.fits
   assert decode.params == train.params and decode.optimizer_state == 0
   assert 'train step on v5e:2x2' in train.table()
+  # Set before libtpu loaded, unless a test before this one loaded it.
+  assert libtpu_options.FIBER_STACK_FLAG in os.environ['LIBTPU_INIT_ARGS']
+
+
+def test_fiber_stack_is_added_to_libtpu_args_unless_given():
+  flag = libtpu_options.FIBER_STACK_FLAG
+  env = {}
+  libtpu_options.set_defaults(env)
+  assert env == {'LIBTPU_INIT_ARGS': f'{flag}={16 * 2**20}'}
+  env = {'LIBTPU_INIT_ARGS': '--xla_tpu_x=1'}
+  libtpu_options.set_defaults(env)
+  assert env['LIBTPU_INIT_ARGS'] == f'--xla_tpu_x=1 {flag}={16 * 2**20}'
+  env = {'LIBTPU_INIT_ARGS': f'{flag}=1048576'}
+  libtpu_options.set_defaults(env)
+  assert env['LIBTPU_INIT_ARGS'] == f'{flag}=1048576'
 
 
 def test_collectives_are_read_from_hlo_text():
