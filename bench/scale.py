@@ -45,15 +45,16 @@ SLICES = (('v5e-256', 'v5e:16x16'), ('v4-128 chips', 'v4:4x4x8'),
 # every device (float32 parameters: base 1 GiB, large 3 GiB, XL 11 GiB, XXL
 # 42 GiB), and a small 'model' axis leaves a large 'data' axis, so few
 # examples per device. A slice with more devices than the batch has rows
-# needs 'model' >= devices / 128 (run skips what does not divide). Remat is
-# not tried: on XL/XXL with scanned layers XLA:TPU (libtpu 0.0.42.1)
-# crashed compiling it (SIGSEGV). On this 2-core machine an XXL compile
-# takes about 10 minutes, so the lists are short.
+# needs 'model' >= devices / 128 (run skips what does not divide). Remat
+# comes last, where nothing else fits: it recomputes the forward pass. On
+# this 2-core machine an XXL compile takes about 10 minutes, so the lists
+# are short.
 PARTITIONINGS = {
     'base': ((1, 1, 'none'), (2, 1, 'none'), (4, 2, 'none')),
-    'large': ((1, 1, 'none'), (2, 1, 'none'), (4, 2, 'none')),
-    'xl': ((4, 2, 'none'), (8, 2, 'none')),
-    'xxl': ((4, 2, 'none'), (8, 2, 'none')),
+    'large': ((1, 1, 'none'), (2, 1, 'none'), (4, 2, 'none'),
+              (4, 2, 'full')),
+    'xl': ((4, 2, 'none'), (8, 2, 'none'), (4, 2, 'full')),
+    'xxl': ((4, 2, 'none'), (8, 2, 'none'), (4, 2, 'full')),
 }
 BATCH_ROWS = 128
 WORKLOAD = {'NUM_TASKS': '8', 'BATCH_SIZE': str(BATCH_ROWS),
