@@ -11,6 +11,7 @@ import pytest
 
 from hyperprompt import pretrained
 from hyperprompt.config import T5Config
+from hyperprompt.layers import DenseGeneral
 from hyperprompt.network import Transformer
 
 import hf_reference
@@ -145,3 +146,9 @@ def test_hf_import_refuses_separate_input_embeddings():
            'decoder.embed_tokens.weight': np.ones((5, 3), np.float32)}
   with pytest.raises(ValueError, match='decoder.embed_tokens.weight differs'):
     pretrained.hf_to_flat(state)
+
+
+def test_dense_general_contracts_trailing_axes_only():
+  dense = DenseGeneral(3, kernel_axes=('embed', 'mlp'), axis=0)
+  with pytest.raises(ValueError, match='contracts trailing axes; got axis 0'):
+    dense.init(jax.random.PRNGKey(0), jnp.ones((2, 4)))
