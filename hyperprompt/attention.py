@@ -12,6 +12,7 @@ step transposes the cache of every layer. Prompt logits and weights stay
 apart from the keys' (one softmax over both, in two parts), so a prefix
 never forces a copy of the cache, or of the logits, either.
 """
+import functools
 from typing import NamedTuple, Optional, Tuple
 
 import flax.linen as nn
@@ -36,125 +37,209 @@ def mask_to_bias(mask: Optional[jax.Array], dtype) -> Optional[jax.Array]:
   return jnp.where(mask, 0.0, MASKED).astype(dtype)
 
 
-class PrefixLogits(NamedTuple):
-  """The prompt columns' share of an attention softmax, from which their
-  weights are computed in the forward pass and again in the backward pass
-  (`prefix_weights`).
-
-  Attributes:
-    logits: [batch, heads, q_length, l], the prompts' logits.
-    peak: [batch, heads, q_length, 1], the largest logit of the row over
-      prompts and keys (no gradient; it only keeps exp finite).
-    total: [batch, heads, q_length, 1], the softmax denominator over prompts
-      and keys, `sum(exp(logit - peak))`.
-  """
-  logits: jax.Array
-  peak: jax.Array
-  total: jax.Array
-
-
-def prefix_weights(prefix: PrefixLogits) -> jax.Array:
-  """The prompt columns' attention weights [batch, heads, q, l]: with the
-  keys' weights from `attention_weights` they sum to 1 over l + k."""
-  return jnp.exp(prefix.logits - prefix.peak) / prefix.total
-
-
-def attention_weights(
-    query: jax.Array, key: jax.Array, bias: Optional[jax.Array],
-    prefix_key: Optional[jax.Array] = None,
-    float32_logits: bool = True
-) -> Tuple[jax.Array, Optional[PrefixLogits]]:
-  """Softmax over `[prefix keys; keys]`, without 1/sqrt(d) scaling (T5 folds
-  it into the query init).
+def attention_logits(query: jax.Array, key: jax.Array,
+                     bias: Optional[jax.Array],
+                     float32_logits: bool = True) -> jax.Array:
+  """The keys' logits [batch, heads, q_length, k_length], without 1/sqrt(d)
+  scaling (T5 folds it into the query init).
 
   Args:
     query: [batch, q_length, heads, head_dim]
     key: [batch, heads, head_dim, k_length], the layout of the decode cache
       (t5x's), so a decode step reads the cache without transposing it.
-    bias: broadcastable to [batch, heads, q_length, k_length], over the real
-      keys only, or None.
-    prefix_key: [batch, l, heads, head_dim] or None; its columns get bias 0.
-
-  Returns:
-    (weights [batch, heads, q_length, k_length] in the query's dtype, the
-    keys' part of one softmax over prompts and keys; and with `prefix_key`,
-    the `PrefixLogits` of the prompts' part, else None).
-
-    With prompts the softmax is taken in two parts that share one peak and
-    one denominator, never joining the logits nor splitting the weights. For
-    the backward pass the prompts' part keeps its logits only: their weights
-    (and dropped-out weights) are recomputed from them, under
-    `jax.checkpoint`. At T5.1.1-XXL the weights had cost 48 MiB per device
-    over 24 layers (BENCHMARKS.md, pod-slice memory).
+    bias: broadcastable to [batch, heads, q_length, k_length], or None.
+    float32_logits: logits (and the softmax) in float32, else in the query's
+      dtype.
   """
-  dtype = query.dtype
   if float32_logits:
     query, key = query.astype(jnp.float32), key.astype(jnp.float32)
   logits = jnp.einsum('bqhd,bhdk->bhqk', query, key.astype(query.dtype))
   if bias is not None:
     logits = logits + bias.astype(logits.dtype)
-  if prefix_key is None:
-    return jax.nn.softmax(logits).astype(dtype), None
-  # Prompt logits apart from the keys': joining the keys would, in a decode
-  # step, copy the whole cache.
-  prompt_logits = jnp.einsum('bqhd,blhd->bhql', query,
-                             prefix_key.astype(query.dtype))
-  peak = jax.lax.stop_gradient(
-      jnp.maximum(jnp.max(prompt_logits, -1, keepdims=True),
-                  jnp.max(logits, -1, keepdims=True)))
-  exp = jnp.exp(logits - peak)
-  prompt_total = jax.checkpoint(
-      lambda s, m: jnp.sum(jnp.exp(s - m), -1, keepdims=True))(prompt_logits,
-                                                               peak)
-  total = jnp.sum(exp, -1, keepdims=True) + prompt_total
-  return ((exp / total).astype(dtype),
-          PrefixLogits(prompt_logits, peak, total))
+  return logits
+
+
+def attention_weights(query: jax.Array, key: jax.Array,
+                      bias: Optional[jax.Array],
+                      float32_logits: bool = True) -> jax.Array:
+  """Softmax over the keys, [batch, heads, q_length, k_length] in the
+  query's dtype (arguments as `attention_logits`)."""
+  return jax.nn.softmax(attention_logits(query, key, bias,
+                                         float32_logits)).astype(query.dtype)
+
+
+def _scale_kept(x: jax.Array, keep: Optional[jax.Array],
+                rate: float) -> jax.Array:
+  """Dropout with a drawn keep mask (None: no dropout)."""
+  if keep is None:
+    return x
+  return x * keep.astype(x.dtype) / jnp.asarray(1.0 - rate, x.dtype)
 
 
 def _dropout(weights: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
-  keep = jax.random.bernoulli(rng, 1.0 - rate, weights.shape)
-  return weights * keep.astype(weights.dtype) / jnp.asarray(1.0 - rate,
-                                                            weights.dtype)
-
-
-def _prefix_values(prefix: PrefixLogits, prefix_value: jax.Array,
-                   dropout_rng: Optional[jax.Array], dropout_rate: float,
-                   dtype) -> jax.Array:
-  """The prompts' share of the output, [batch, q, heads, head_dim]."""
-  weights = prefix_weights(prefix).astype(dtype)
-  if dropout_rng is not None:
-    weights = _dropout(weights, dropout_rate, dropout_rng)
-  return jnp.einsum('bhql,blhd->bqhd', weights, prefix_value.astype(dtype))
+  return _scale_kept(weights,
+                     jax.random.bernoulli(rng, 1.0 - rate, weights.shape),
+                     rate)
 
 
 def combine_values(weights: jax.Array, value: jax.Array,
-                   prefix: Optional[Tuple[PrefixLogits, jax.Array]] = None,
                    dropout_rate: float = 0.0,
                    dropout_rng: Optional[jax.Array] = None) -> jax.Array:
-  """Mixes values with the attention weights.
+  """Mixes values with the attention weights (no prefix).
 
   Args:
     weights: [batch, heads, q, k] from `attention_weights`.
     value: [batch, heads, head_dim, k] (the cache layout).
-    prefix: (the `PrefixLogits` from `attention_weights`, prefix values
-      [batch, l, heads, head_dim]), or None.
 
   Returns:
     [batch, q, heads, head_dim]
   """
-  dtype = weights.dtype
-  prefix_rng = None
   if dropout_rng is not None and dropout_rate > 0.0:
-    if prefix is not None:
-      dropout_rng, prefix_rng = jax.random.split(dropout_rng)
     weights = _dropout(weights, dropout_rate, dropout_rng)
-  out = jnp.einsum('bhqk,bhdk->bqhd', weights, value.astype(dtype))
-  if prefix is not None:
-    # Under jax.checkpoint: the backward pass recomputes the prompts'
-    # (dropped-out) weights from their logits (`attention_weights`).
-    out = out + jax.checkpoint(_prefix_values, static_argnums=(3, 4))(
-        *prefix, prefix_rng, dropout_rate, dtype)
-  return out
+  return jnp.einsum('bhqk,bhdk->bqhd', weights, value.astype(weights.dtype))
+
+
+class TwoPartSoftmax(NamedTuple):
+  """One softmax over `[prompts; keys]`, taken in two parts that share one
+  peak and one denominator (never joining the logits nor splitting the
+  weights: joined, the keys would, in a decode step, copy the whole cache).
+
+  Attributes:
+    weights: [batch, heads, q, k], the keys' weights.
+    prompt_weights: [batch, heads, q, l]; with `weights` they sum to 1.
+    peak: [batch, heads, q, 1], the row's largest logit over prompts and
+      keys (it only keeps exp finite).
+    total: [batch, heads, q, 1], `sum(exp(logit - peak))` over both.
+  """
+  weights: jax.Array
+  prompt_weights: jax.Array
+  peak: jax.Array
+  total: jax.Array
+
+
+def prompt_logits(query: jax.Array, prefix_key: jax.Array,
+                  dtype) -> jax.Array:
+  """query [batch, q, heads, head_dim], prefix_key [batch, l, heads,
+  head_dim] -> the prompts' logits [batch, heads, q, l] in `dtype`."""
+  return jnp.einsum('bqhd,blhd->bhql', query.astype(dtype),
+                    prefix_key.astype(dtype))
+
+
+def two_part_softmax(logits: jax.Array,
+                     prompt_logits_: jax.Array) -> TwoPartSoftmax:
+  """The softmax of `[prompt_logits_; logits]` along the last axis."""
+  peak = jnp.maximum(jnp.max(prompt_logits_, -1, keepdims=True),
+                     jnp.max(logits, -1, keepdims=True))
+  exp = jnp.exp(logits - peak)
+  prompt_exp = jnp.exp(prompt_logits_ - peak)
+  total = (jnp.sum(exp, -1, keepdims=True) +
+           jnp.sum(prompt_exp, -1, keepdims=True))
+  return TwoPartSoftmax(exp / total, prompt_exp / total, peak, total)
+
+
+def _mix(weights, prompt_weights, value, prefix_value, keep, prompt_keep,
+         rate):
+  """(Dropped-out) weights times values, keys' and prompts' parts summed:
+  [batch, q, heads, head_dim]."""
+  dtype = weights.dtype
+  out = jnp.einsum('bhqk,bhdk->bqhd', _scale_kept(weights, keep, rate),
+                   value.astype(dtype))
+  return out + jnp.einsum('bhql,blhd->bqhd',
+                          _scale_kept(prompt_weights, prompt_keep, rate),
+                          prefix_value.astype(dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def _prefix_attention(logits, query, prefix_key, value, prefix_value, keep,
+                      prompt_keep, rate):
+  return _prefix_attention_fwd(logits, query, prefix_key, value,
+                               prefix_value, keep, prompt_keep, rate)[0]
+
+
+def _prefix_attention_fwd(logits, query, prefix_key, value, prefix_value,
+                          keep, prompt_keep, rate):
+  dtype = query.dtype
+  parts = two_part_softmax(logits,
+                           prompt_logits(query, prefix_key, logits.dtype))
+  out = _mix(parts.weights.astype(dtype), parts.prompt_weights.astype(dtype),
+             value, prefix_value, keep, prompt_keep, rate)
+  # No prompt logits nor prompt weights: the backward pass recomputes them
+  # from the query and the prompt keys. The keys' weights are what the
+  # plain softmax keeps too; `out` is kept anyway for the output projection.
+  return out, (parts.weights, parts.peak, parts.total, query, prefix_key,
+               value, prefix_value, keep, prompt_keep, out)
+
+
+def _prefix_attention_bwd(rate, residuals, d_out):
+  (weights, peak, total, query, prefix_key, value, prefix_value, keep,
+   prompt_keep, out) = residuals
+  dtype, float_ = d_out.dtype, weights.dtype
+  prompt_weights = jnp.exp(
+      prompt_logits(query, prefix_key, float_) - peak) / total
+  # Derivatives by the (dropped-out) weights, in the activation dtype as
+  # the plain formula's.
+  d_weights = _scale_kept(
+      jnp.einsum('bqhd,bhdk->bhqk', d_out, value.astype(dtype)), keep, rate)
+  d_prompt_weights = _scale_kept(
+      jnp.einsum('bqhd,blhd->bhql', d_out, prefix_value.astype(dtype)),
+      prompt_keep, rate)
+  # The softmax's backward pass subtracts sum_j w_j * d_weights_j over
+  # prompts and keys, which is d_out . out (out = sum_j w_j * value_j): one
+  # pass over the keys' weights instead of two.
+  delta = jnp.einsum('bqhd,bqhd->bhq', d_out.astype(float_),
+                     out.astype(float_))[..., None]
+  d_logits = weights * (d_weights.astype(float_) - delta)
+  d_prompt_logits = prompt_weights * (d_prompt_weights.astype(float_) - delta)
+  d_query = jnp.einsum('bhql,blhd->bqhd', d_prompt_logits,
+                       prefix_key.astype(float_))
+  d_prefix_key = jnp.einsum('bhql,bqhd->blhd', d_prompt_logits,
+                            query.astype(float_))
+  d_value = jnp.einsum('bhqk,bqhd->bhdk',
+                       _scale_kept(weights.astype(dtype), keep, rate), d_out)
+  d_prefix_value = jnp.einsum(
+      'bhql,bqhd->blhd',
+      _scale_kept(prompt_weights.astype(dtype), prompt_keep, rate), d_out)
+  return (d_logits, d_query.astype(query.dtype),
+          d_prefix_key.astype(prefix_key.dtype), d_value.astype(value.dtype),
+          d_prefix_value.astype(prefix_value.dtype), None, None)
+
+
+_prefix_attention.defvjp(_prefix_attention_fwd, _prefix_attention_bwd)
+
+
+def prefix_attention(logits: jax.Array, query: jax.Array, prefix: Prefix,
+                     value: jax.Array, dropout_rate: float = 0.0,
+                     dropout_rng: Optional[jax.Array] = None) -> jax.Array:
+  """Attention over `[prompts; keys]` (METHOD.md section 1): one softmax in
+  two parts (`two_part_softmax`), dropout on its weights, the values mixed.
+
+  Args:
+    logits: [batch, heads, q, k], the keys' logits with their bias
+      (`attention_logits`).
+    query: [batch, q, heads, head_dim]; its dtype is the output's.
+    prefix: (prompt keys, prompt values), each [batch, l, heads, head_dim];
+      the prompt columns get bias 0.
+    value: [batch, heads, head_dim, k] (the cache layout).
+
+  Returns:
+    [batch, q, heads, head_dim]
+
+  A `jax.custom_vjp`: the backward pass keeps only the keys' weights (as the
+  plain softmax does), the peak and the total, and recomputes the prompts'
+  logits and weights from the query and the prompt keys ([batch, heads, q,
+  l] in float32 is 12 MiB per device at T5.1.1-XL on v4 over 24 layers).
+  The dropout masks are drawn once, here, for both passes.
+  """
+  keep = prompt_keep = None
+  if dropout_rng is not None and dropout_rate > 0.0:
+    key_rng, prompt_rng = jax.random.split(dropout_rng)
+    keep = jax.random.bernoulli(key_rng, 1.0 - dropout_rate, logits.shape)
+    prompt_keep = jax.random.bernoulli(
+        prompt_rng, 1.0 - dropout_rate,
+        logits.shape[:-1] + (prefix[0].shape[1],))
+  prefix_key, prefix_value = prefix
+  return _prefix_attention(logits, query, prefix_key, value, prefix_value,
+                           keep, prompt_keep, dropout_rate)
 
 
 # Logical axes of keys and values in the cache layout.
@@ -239,23 +324,26 @@ class MultiHeadAttention(nn.Module):
     attention_bias = mask_to_bias(mask, dtype)
     if bias is not None:
       attention_bias = bias if attention_bias is None else attention_bias + bias
-    prefix_key, prefix_value = (None, None) if prefix is None else prefix
-
     dropout_rng = None
     if not deterministic and cfg.dropout_rate > 0.0:
       dropout_rng = self.make_rng('dropout')
-    # [batch, heads, q_length, kv_length], and what the prompts' weights
-    # are computed from.
-    weights, prefix_logits = attention_weights(
-        query, key, attention_bias, prefix_key, cfg.float32_attention_logits)
-    prompts = None
-    if prefix is not None:
-      # The paper's analysis: attention mass on the prompts, [batch, heads, q].
-      # Recorded only when the caller makes 'intermediates' mutable.
-      self.sow('intermediates', 'prefix_attention_mass',
-               jnp.sum(prefix_weights(prefix_logits).astype(dtype), axis=-1))
-      prompts = (prefix_logits, prefix_value)
-    x = combine_values(weights, value, prompts, cfg.dropout_rate, dropout_rng)
+    if prefix is None:
+      # [batch, heads, q_length, kv_length]
+      weights = attention_weights(query, key, attention_bias,
+                                  cfg.float32_attention_logits)
+      x = combine_values(weights, value, cfg.dropout_rate, dropout_rng)
+    else:
+      logits = attention_logits(query, key, attention_bias,
+                                cfg.float32_attention_logits)
+      if self.is_mutable_collection('intermediates'):
+        # The paper's analysis: attention mass on the prompts, [batch,
+        # heads, q]; only when the caller makes 'intermediates' mutable.
+        parts = two_part_softmax(
+            logits, prompt_logits(query, prefix[0], logits.dtype))
+        self.sow('intermediates', 'prefix_attention_mass',
+                 jnp.sum(parts.prompt_weights.astype(dtype), axis=-1))
+      x = prefix_attention(logits, query, prefix, value, cfg.dropout_rate,
+                           dropout_rng)
     # [batch, q_length, heads, head_dim] -> [batch, q_length, emb_dim]
     return DenseGeneral(inputs_q.shape[-1], axis=(-2, -1),
                         kernel_axes=('joined_kv', 'embed'), dtype=dtype,

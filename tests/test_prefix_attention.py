@@ -5,7 +5,8 @@ causal), prompts always visible, and the relative position bias on the real
 columns only (0 on the prompt columns): in the encoder, in the causal
 decoder, and one position at a time through the decode cache. The two-part
 softmax that computes it against NumPy's softmax of the joined logits, and
-its derivative against the joined formula's.
+the custom derivative of prefix attention (with and without dropout) against
+the joined formula's.
 """
 import jax
 import jax.numpy as jnp
@@ -13,9 +14,11 @@ import numpy as np
 import pytest
 
 from hyperprompt.attention import MultiHeadAttention
-from hyperprompt.attention import attention_weights
+from hyperprompt.attention import attention_logits
 from hyperprompt.attention import mask_to_bias
-from hyperprompt.attention import prefix_weights
+from hyperprompt.attention import prefix_attention
+from hyperprompt.attention import prompt_logits
+from hyperprompt.attention import two_part_softmax
 from hyperprompt.config import T5Config
 from hyperprompt.network import attention_mask
 
@@ -100,46 +103,81 @@ def test_cached_prefix_attention_matches_numpy():
                                rtol=1e-5)
 
 
-def test_two_part_softmax_is_the_softmax_of_the_joined_logits():
-  """`attention_weights` with prompts (keys' weights returned, prompts'
-  recomputed by `prefix_weights`) against NumPy's softmax over `[prompt
-  logits, key logits + bias + mask]`; its vector-Jacobian product against
-  the joined formula's (`jax.nn.softmax` of the concatenated logits). A fully
-  masked row (a padded query) sees only the prompts."""
-  rng = np.random.default_rng(2)
+def _attention_case(seed=2):
+  """query, keys, prompts, values, prompt values, and a bias with a padding
+  mask in which one row (a padded query) is fully masked."""
+  rng = np.random.default_rng(seed)
   b, q, h, d = 2, 4, 3, 8
-  query = rng.normal(size=(b, q, h, d)).astype(np.float32)
-  key = rng.normal(size=(b, h, d, LENGTH)).astype(np.float32)
-  prompts = rng.normal(size=(b, PROMPTS, h, d)).astype(np.float32)
+  normal = lambda *shape: rng.normal(size=shape).astype(np.float32)
+  query, key = normal(b, q, h, d), normal(b, h, d, LENGTH)
+  prompts, value = normal(b, PROMPTS, h, d), normal(b, h, d, LENGTH)
+  prompt_values = normal(b, PROMPTS, h, d)
   mask = rng.random((b, 1, q, LENGTH)) > 0.3
   mask[1, 0, 2] = False
-  bias = (rng.normal(size=(1, h, q, LENGTH)) +
+  bias = (normal(1, h, q, LENGTH) +
           np.asarray(mask_to_bias(jnp.asarray(mask), jnp.float32)))
-  bias = bias.astype(np.float32)
-  cotangent = rng.normal(size=(b, h, q, PROMPTS + LENGTH)).astype(np.float32)
+  return query, key, prompts, value, prompt_values, bias.astype(np.float32)
 
-  def two_part(query, key, prompts):
-    weights, prefix = attention_weights(query, key, jnp.asarray(bias),
-                                        prompts)
-    return jnp.concatenate([prefix_weights(prefix), weights], axis=-1)
 
-  def joined(query, key, prompts):
-    logits = jnp.concatenate([
-        jnp.einsum('bqhd,blhd->bhql', query, prompts),
-        jnp.einsum('bqhd,bhdk->bhqk', query, key) + bias], axis=-1)
-    return jax.nn.softmax(logits)
+def _joined_logits(query, key, prompts, bias):
+  return jnp.concatenate([
+      jnp.einsum('bqhd,blhd->bhql', query, prompts),
+      jnp.einsum('bqhd,bhdk->bhqk', query, key) + bias], axis=-1)
 
-  logits = np.concatenate([
-      np.einsum('bqhd,blhd->bhql', query, prompts),
-      np.einsum('bqhd,bhdk->bhqk', query, key) + bias], axis=-1)
+
+def test_two_part_softmax_is_the_softmax_of_the_joined_logits():
+  """`two_part_softmax` (prompts' and keys' weights apart) against NumPy's
+  softmax over `[prompt logits, key logits + bias + mask]`. A fully masked
+  row (a padded query) sees only the prompts."""
+  query, key, prompts, _, _, bias = _attention_case()
+  parts = two_part_softmax(
+      attention_logits(jnp.asarray(query), jnp.asarray(key),
+                       jnp.asarray(bias)),
+      prompt_logits(jnp.asarray(query), jnp.asarray(prompts), jnp.float32))
+  logits = np.asarray(_joined_logits(query, key, prompts, bias))
   expected = np.exp(logits - logits.max(-1, keepdims=True))
   expected /= expected.sum(-1, keepdims=True)
-  args = tuple(map(jnp.asarray, (query, key, prompts)))
-  ours, vjp = jax.vjp(two_part, *args)
+  ours = np.concatenate([parts.prompt_weights, parts.weights], axis=-1)
   np.testing.assert_allclose(ours, expected, atol=1e-6)
-  np.testing.assert_allclose(np.asarray(ours)[1, :, 2, :PROMPTS].sum(-1), 1.0,
-                             rtol=1e-6)
-  _, joined_vjp = jax.vjp(joined, *args)
-  for grad, reference in zip(vjp(jnp.asarray(cotangent)),
-                             joined_vjp(jnp.asarray(cotangent))):
-    np.testing.assert_allclose(grad, reference, atol=1e-5)
+  np.testing.assert_allclose(ours[1, :, 2, :PROMPTS].sum(-1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize('dropout', [0.0, 0.3], ids=['plain', 'dropout'])
+def test_prefix_attention_gradients_match_the_joined_formula(dropout):
+  """`prefix_attention` (a custom VJP that recomputes the prompts' weights
+  in the backward pass) against `jax.vjp` of the plain formula: softmax of
+  the joined logits, dropout with the same keep masks (drawn from the split
+  key, keys' first), values joined. Its value and the derivatives by the
+  query, keys, bias, values, prompt keys and prompt values."""
+  case = tuple(map(jnp.asarray, _attention_case()))
+  rng = jax.random.PRNGKey(3) if dropout else None
+
+  def ours(query, key, prompts, value, prompt_values, bias):
+    logits = attention_logits(query, key, bias)
+    return prefix_attention(logits, query, (prompts, prompt_values), value,
+                            dropout, rng)
+
+  def joined(query, key, prompts, value, prompt_values, bias):
+    weights = jax.nn.softmax(_joined_logits(query, key, prompts, bias))
+    if dropout:
+      key_rng, prompt_rng = jax.random.split(rng)
+      b, h, q, _ = weights.shape
+      keep = jnp.concatenate([
+          jax.random.bernoulli(prompt_rng, 1 - dropout, (b, h, q, PROMPTS)),
+          jax.random.bernoulli(key_rng, 1 - dropout, (b, h, q, LENGTH))],
+                             axis=-1)
+      assert 0 < keep.mean() < 1
+      weights = weights * keep / (1 - dropout)
+    values = jnp.concatenate(
+        [jnp.transpose(prompt_values, (0, 2, 3, 1)), value], axis=-1)
+    return jnp.einsum('bhqm,bhdm->bqhd', weights, values)
+
+  out, vjp = jax.vjp(ours, *case)
+  expected, joined_vjp = jax.vjp(joined, *case)
+  np.testing.assert_allclose(out, expected, atol=1e-5)
+  cotangent = jnp.asarray(np.random.default_rng(4).normal(
+      size=out.shape).astype(np.float32))
+  names = ('query', 'key', 'prompts', 'value', 'prompt_values', 'bias')
+  for name, grad, reference in zip(names, vjp(cotangent),
+                                   joined_vjp(cotangent)):
+    np.testing.assert_allclose(grad, reference, atol=1e-5, err_msg=name)
