@@ -59,44 +59,12 @@ def attention_logits(query: jax.Array, key: jax.Array,
   return logits
 
 
-def attention_weights(query: jax.Array, key: jax.Array,
-                      bias: Optional[jax.Array],
-                      float32_logits: bool = True) -> jax.Array:
-  """Softmax over the keys, [batch, heads, q_length, k_length] in the
-  query's dtype (arguments as `attention_logits`)."""
-  return jax.nn.softmax(attention_logits(query, key, bias,
-                                         float32_logits)).astype(query.dtype)
-
-
 def _scale_kept(x: jax.Array, keep: Optional[jax.Array],
                 rate: float) -> jax.Array:
   """Dropout with a drawn keep mask (None: no dropout)."""
   if keep is None:
     return x
   return x * keep.astype(x.dtype) / jnp.asarray(1.0 - rate, x.dtype)
-
-
-def _dropout(weights: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
-  return _scale_kept(weights,
-                     jax.random.bernoulli(rng, 1.0 - rate, weights.shape),
-                     rate)
-
-
-def combine_values(weights: jax.Array, value: jax.Array,
-                   dropout_rate: float = 0.0,
-                   dropout_rng: Optional[jax.Array] = None) -> jax.Array:
-  """Mixes values with the attention weights (no prefix).
-
-  Args:
-    weights: [batch, heads, q, k] from `attention_weights`.
-    value: [batch, heads, head_dim, k] (the cache layout).
-
-  Returns:
-    [batch, q, heads, head_dim]
-  """
-  if dropout_rng is not None and dropout_rate > 0.0:
-    weights = _dropout(weights, dropout_rate, dropout_rng)
-  return jnp.einsum('bhqk,bhdk->bqhd', weights, value.astype(weights.dtype))
 
 
 class TwoPartSoftmax(NamedTuple):
@@ -144,58 +112,72 @@ def _mix(weights, prompt_weights, value, prefix_value, keep, prompt_keep,
   dtype = weights.dtype
   out = jnp.einsum('bhqk,bhdk->bqhd', _scale_kept(weights, keep, rate),
                    value.astype(dtype))
+  if prefix_value is None:
+    return out
   return out + jnp.einsum('bhql,blhd->bqhd',
                           _scale_kept(prompt_weights, prompt_keep, rate),
                           prefix_value.astype(dtype))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
-def _prefix_attention(logits, query, prefix_key, value, prefix_value, keep,
-                      prompt_keep, rate):
-  return _prefix_attention_fwd(logits, query, prefix_key, value,
-                               prefix_value, keep, prompt_keep, rate)[0]
+def _attention(logits, query, prefix_key, value, prefix_value, keep,
+               prompt_keep, rate):
+  return _attention_fwd(logits, query, prefix_key, value, prefix_value, keep,
+                        prompt_keep, rate)[0]
 
 
-def _prefix_attention_fwd(logits, query, prefix_key, value, prefix_value,
-                          keep, prompt_keep, rate):
+def _attention_fwd(logits, query, prefix_key, value, prefix_value, keep,
+                   prompt_keep, rate):
   dtype = query.dtype
-  parts = two_part_softmax(logits,
-                           prompt_logits(query, prefix_key, logits.dtype))
-  out = _mix(parts.weights.astype(dtype), parts.prompt_weights.astype(dtype),
-             value, prefix_value, keep, prompt_keep, rate)
-  # No prompt logits nor prompt weights: the backward pass recomputes them
-  # from the query and the prompt keys. The keys' weights are what the
-  # plain softmax keeps too; `out` is kept anyway for the output projection.
-  return out, (parts.weights, parts.peak, parts.total, query, prefix_key,
-               value, prefix_value, keep, prompt_keep, out)
+  if prefix_key is None:
+    weights, prompt_weights = jax.nn.softmax(logits), None
+    peak = total = None
+  else:
+    parts = two_part_softmax(logits,
+                             prompt_logits(query, prefix_key, logits.dtype))
+    weights, peak, total = parts.weights, parts.peak, parts.total
+    prompt_weights = parts.prompt_weights.astype(dtype)
+  out = _mix(weights.astype(dtype), prompt_weights, value, prefix_value, keep,
+             prompt_keep, rate)
+  # Neither the dropped-out weights nor the prompts' logits or weights: the
+  # backward pass applies the keep masks again and recomputes the prompts'
+  # weights from the query and the prompt keys. The keys' weights are what
+  # the plain softmax keeps too; `out` is kept anyway for the output
+  # projection. Without a prefix the query is not needed.
+  return out, (weights, peak, total,
+               None if prefix_key is None else query, prefix_key, value,
+               prefix_value, keep, prompt_keep, out)
 
 
-def _prefix_attention_bwd(rate, residuals, d_out):
+def _attention_bwd(rate, residuals, d_out):
   (weights, peak, total, query, prefix_key, value, prefix_value, keep,
    prompt_keep, out) = residuals
   dtype, float_ = d_out.dtype, weights.dtype
-  prompt_weights = jnp.exp(
-      prompt_logits(query, prefix_key, float_) - peak) / total
   # Derivatives by the (dropped-out) weights, in the activation dtype as
   # the plain formula's.
   d_weights = _scale_kept(
       jnp.einsum('bqhd,bhdk->bhqk', d_out, value.astype(dtype)), keep, rate)
-  d_prompt_weights = _scale_kept(
-      jnp.einsum('bqhd,blhd->bhql', d_out, prefix_value.astype(dtype)),
-      prompt_keep, rate)
   # The softmax's backward pass subtracts sum_j w_j * d_weights_j over
-  # prompts and keys, which is d_out . out (out = sum_j w_j * value_j): one
-  # pass over the keys' weights instead of two.
+  # prompts and keys, which is d_out . out (out = sum_j w_j * value_j, the
+  # dropout included): one pass over the keys' weights instead of two.
   delta = jnp.einsum('bqhd,bqhd->bhq', d_out.astype(float_),
                      out.astype(float_))[..., None]
   d_logits = weights * (d_weights.astype(float_) - delta)
+  d_value = jnp.einsum('bhqk,bqhd->bhdk',
+                       _scale_kept(weights.astype(dtype), keep, rate), d_out)
+  if prefix_key is None:
+    return (d_logits, None, None, d_value.astype(value.dtype), None, None,
+            None)
+  prompt_weights = jnp.exp(
+      prompt_logits(query, prefix_key, float_) - peak) / total
+  d_prompt_weights = _scale_kept(
+      jnp.einsum('bqhd,blhd->bhql', d_out, prefix_value.astype(dtype)),
+      prompt_keep, rate)
   d_prompt_logits = prompt_weights * (d_prompt_weights.astype(float_) - delta)
   d_query = jnp.einsum('bhql,blhd->bqhd', d_prompt_logits,
                        prefix_key.astype(float_))
   d_prefix_key = jnp.einsum('bhql,bqhd->blhd', d_prompt_logits,
                             query.astype(float_))
-  d_value = jnp.einsum('bhqk,bqhd->bhdk',
-                       _scale_kept(weights.astype(dtype), keep, rate), d_out)
   d_prefix_value = jnp.einsum(
       'bhql,bqhd->blhd',
       _scale_kept(prompt_weights.astype(dtype), prompt_keep, rate), d_out)
@@ -204,42 +186,49 @@ def _prefix_attention_bwd(rate, residuals, d_out):
           d_prefix_value.astype(prefix_value.dtype), None, None)
 
 
-_prefix_attention.defvjp(_prefix_attention_fwd, _prefix_attention_bwd)
+_attention.defvjp(_attention_fwd, _attention_bwd)
 
 
-def prefix_attention(logits: jax.Array, query: jax.Array, prefix: Prefix,
-                     value: jax.Array, dropout_rate: float = 0.0,
-                     dropout_rng: Optional[jax.Array] = None) -> jax.Array:
-  """Attention over `[prompts; keys]` (METHOD.md section 1): one softmax in
-  two parts (`two_part_softmax`), dropout on its weights, the values mixed.
+def attention(logits: jax.Array, query: jax.Array, value: jax.Array,
+              prefix: Optional[Prefix] = None, dropout_rate: float = 0.0,
+              dropout_rng: Optional[jax.Array] = None) -> jax.Array:
+  """Attention over the keys, or over `[prompts; keys]` with a prefix
+  (METHOD.md section 1: one softmax, in two parts, `two_part_softmax`),
+  dropout on its weights, the values mixed.
 
   Args:
     logits: [batch, heads, q, k], the keys' logits with their bias
       (`attention_logits`).
     query: [batch, q, heads, head_dim]; its dtype is the output's.
-    prefix: (prompt keys, prompt values), each [batch, l, heads, head_dim];
-      the prompt columns get bias 0.
     value: [batch, heads, head_dim, k] (the cache layout).
+    prefix: (prompt keys, prompt values), each [batch, l, heads, head_dim],
+      or None; the prompt columns get bias 0.
 
   Returns:
     [batch, q, heads, head_dim]
 
-  A `jax.custom_vjp`: the backward pass keeps only the keys' weights (as the
-  plain softmax does), the peak and the total, and recomputes the prompts'
-  logits and weights from the query and the prompt keys ([batch, heads, q,
-  l] in float32 is 12 MiB per device at T5.1.1-XL on v4 over 24 layers).
-  The dropout masks are drawn once, here, for both passes.
+  A `jax.custom_vjp`, with or without a prefix: the backward pass keeps the
+  keys' float32 weights and the dropout masks, not the dropped-out weights
+  (autodiff of the plain formula keeps both: [batch, heads, q, k] in the
+  activation dtype, 8 MiB per device per encoder layer at T5.1.1-XL on v4),
+  and with a prefix the peak and the total, recomputing the prompts' logits
+  and weights from the query and the prompt keys. The dropout masks are
+  drawn once, here, for both passes.
   """
   keep = prompt_keep = None
+  prefix_key = prefix_value = None
   if dropout_rng is not None and dropout_rate > 0.0:
-    key_rng, prompt_rng = jax.random.split(dropout_rng)
+    key_rng = dropout_rng
+    if prefix is not None:
+      key_rng, prompt_rng = jax.random.split(dropout_rng)
+      prompt_keep = jax.random.bernoulli(
+          prompt_rng, 1.0 - dropout_rate,
+          logits.shape[:-1] + (prefix[0].shape[1],))
     keep = jax.random.bernoulli(key_rng, 1.0 - dropout_rate, logits.shape)
-    prompt_keep = jax.random.bernoulli(
-        prompt_rng, 1.0 - dropout_rate,
-        logits.shape[:-1] + (prefix[0].shape[1],))
-  prefix_key, prefix_value = prefix
-  return _prefix_attention(logits, query, prefix_key, value, prefix_value,
-                           keep, prompt_keep, dropout_rate)
+  if prefix is not None:
+    prefix_key, prefix_value = prefix
+  return _attention(logits, query, prefix_key, value, prefix_value, keep,
+                    prompt_keep, dropout_rate)
 
 
 # Logical axes of keys and values in the cache layout.
@@ -327,23 +316,17 @@ class MultiHeadAttention(nn.Module):
     dropout_rng = None
     if not deterministic and cfg.dropout_rate > 0.0:
       dropout_rng = self.make_rng('dropout')
-    if prefix is None:
-      # [batch, heads, q_length, kv_length]
-      weights = attention_weights(query, key, attention_bias,
-                                  cfg.float32_attention_logits)
-      x = combine_values(weights, value, cfg.dropout_rate, dropout_rng)
-    else:
-      logits = attention_logits(query, key, attention_bias,
-                                cfg.float32_attention_logits)
-      if self.is_mutable_collection('intermediates'):
-        # The paper's analysis: attention mass on the prompts, [batch,
-        # heads, q]; only when the caller makes 'intermediates' mutable.
-        parts = two_part_softmax(
-            logits, prompt_logits(query, prefix[0], logits.dtype))
-        self.sow('intermediates', 'prefix_attention_mass',
-                 jnp.sum(parts.prompt_weights.astype(dtype), axis=-1))
-      x = prefix_attention(logits, query, prefix, value, cfg.dropout_rate,
-                           dropout_rng)
+    logits = attention_logits(query, key, attention_bias,
+                              cfg.float32_attention_logits)
+    if prefix is not None and self.is_mutable_collection('intermediates'):
+      # The paper's analysis: attention mass on the prompts, [batch, heads,
+      # q]; only when the caller makes 'intermediates' mutable.
+      parts = two_part_softmax(
+          logits, prompt_logits(query, prefix[0], logits.dtype))
+      self.sow('intermediates', 'prefix_attention_mass',
+               jnp.sum(parts.prompt_weights.astype(dtype), axis=-1))
+    x = attention(logits, query, value, prefix, cfg.dropout_rate,
+                  dropout_rng)
     # [batch, q_length, heads, head_dim] -> [batch, q_length, emb_dim]
     return DenseGeneral(inputs_q.shape[-1], axis=(-2, -1),
                         kernel_axes=('joined_kv', 'embed'), dtype=dtype,

@@ -5,8 +5,8 @@ causal), prompts always visible, and the relative position bias on the real
 columns only (0 on the prompt columns): in the encoder, in the causal
 decoder, and one position at a time through the decode cache. The two-part
 softmax that computes it against NumPy's softmax of the joined logits, and
-the custom derivative of prefix attention (with and without dropout) against
-the joined formula's.
+the custom derivative of attention (with and without prompts, with and
+without dropout) against the plain formula's.
 """
 import jax
 import jax.numpy as jnp
@@ -16,7 +16,7 @@ import pytest
 from hyperprompt.attention import MultiHeadAttention
 from hyperprompt.attention import attention_logits
 from hyperprompt.attention import mask_to_bias
-from hyperprompt.attention import prefix_attention
+from hyperprompt.attention import attention
 from hyperprompt.attention import prompt_logits
 from hyperprompt.attention import two_part_softmax
 from hyperprompt.config import T5Config
@@ -142,42 +142,57 @@ def test_two_part_softmax_is_the_softmax_of_the_joined_logits():
   np.testing.assert_allclose(ours[1, :, 2, :PROMPTS].sum(-1), 1.0, rtol=1e-6)
 
 
+@pytest.mark.parametrize('prefixed', [True, False],
+                         ids=['prompts', 'no_prompts'])
 @pytest.mark.parametrize('dropout', [0.0, 0.3], ids=['plain', 'dropout'])
-def test_prefix_attention_gradients_match_the_joined_formula(dropout):
-  """`prefix_attention` (a custom VJP that recomputes the prompts' weights
-  in the backward pass) against `jax.vjp` of the plain formula: softmax of
-  the joined logits, dropout with the same keep masks (drawn from the split
-  key, keys' first), values joined. Its value and the derivatives by the
-  query, keys, bias, values, prompt keys and prompt values."""
+def test_attention_gradients_match_the_plain_formula(dropout, prefixed):
+  """`attention` (a custom VJP that keeps no dropped-out weights and
+  recomputes the prompts' weights in the backward pass) against `jax.vjp`
+  of the plain formula: softmax of the (joined) logits, dropout with the
+  same keep masks (with prompts drawn from the split key, keys' first;
+  without, from the key itself), values (joined). Its value and the
+  derivatives by the query, keys, bias, values, prompt keys and prompt
+  values (zero without prompts)."""
   case = tuple(map(jnp.asarray, _attention_case()))
   rng = jax.random.PRNGKey(3) if dropout else None
 
   def ours(query, key, prompts, value, prompt_values, bias):
     logits = attention_logits(query, key, bias)
-    return prefix_attention(logits, query, (prompts, prompt_values), value,
-                            dropout, rng)
+    return attention(logits, query, value,
+                     (prompts, prompt_values) if prefixed else None,
+                     dropout, rng)
 
-  def joined(query, key, prompts, value, prompt_values, bias):
-    weights = jax.nn.softmax(_joined_logits(query, key, prompts, bias))
+  def plain(query, key, prompts, value, prompt_values, bias):
+    if prefixed:
+      logits = _joined_logits(query, key, prompts, bias)
+      values = jnp.concatenate(
+          [jnp.transpose(prompt_values, (0, 2, 3, 1)), value], axis=-1)
+    else:
+      logits = jnp.einsum('bqhd,bhdk->bhqk', query, key) + bias
+      values = value
+    weights = jax.nn.softmax(logits)
     if dropout:
-      key_rng, prompt_rng = jax.random.split(rng)
       b, h, q, _ = weights.shape
-      keep = jnp.concatenate([
-          jax.random.bernoulli(prompt_rng, 1 - dropout, (b, h, q, PROMPTS)),
-          jax.random.bernoulli(key_rng, 1 - dropout, (b, h, q, LENGTH))],
-                             axis=-1)
+      if prefixed:
+        key_rng, prompt_rng = jax.random.split(rng)
+        keep = jnp.concatenate([
+            jax.random.bernoulli(prompt_rng, 1 - dropout, (b, h, q, PROMPTS)),
+            jax.random.bernoulli(key_rng, 1 - dropout, (b, h, q, LENGTH))],
+                               axis=-1)
+      else:
+        keep = jax.random.bernoulli(rng, 1 - dropout, (b, h, q, LENGTH))
       assert 0 < keep.mean() < 1
       weights = weights * keep / (1 - dropout)
-    values = jnp.concatenate(
-        [jnp.transpose(prompt_values, (0, 2, 3, 1)), value], axis=-1)
     return jnp.einsum('bhqm,bhdm->bqhd', weights, values)
 
   out, vjp = jax.vjp(ours, *case)
-  expected, joined_vjp = jax.vjp(joined, *case)
+  expected, plain_vjp = jax.vjp(plain, *case)
   np.testing.assert_allclose(out, expected, atol=1e-5)
   cotangent = jnp.asarray(np.random.default_rng(4).normal(
       size=out.shape).astype(np.float32))
   names = ('query', 'key', 'prompts', 'value', 'prompt_values', 'bias')
   for name, grad, reference in zip(names, vjp(cotangent),
-                                   joined_vjp(cotangent)):
+                                   plain_vjp(cotangent)):
     np.testing.assert_allclose(grad, reference, atol=1e-5, err_msg=name)
+    if name == 'value':  # Nonzero, so the comparison means something.
+      assert np.abs(np.asarray(grad)).max() > 1e-3
