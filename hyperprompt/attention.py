@@ -128,7 +128,7 @@ def _attention(logits, query, prefix_key, value, prefix_value, keep,
 
 def _attention_fwd(logits, query, prefix_key, value, prefix_value, keep,
                    prompt_keep, rate):
-  dtype = query.dtype
+  dtype = value.dtype
   if prefix_key is None:
     weights, prompt_weights = jax.nn.softmax(logits), None
     peak = total = None
@@ -199,8 +199,10 @@ def attention(logits: jax.Array, query: jax.Array, value: jax.Array,
   Args:
     logits: [batch, heads, q, k], the keys' logits with their bias
       (`attention_logits`).
-    query: [batch, q, heads, head_dim]; its dtype is the output's.
-    value: [batch, heads, head_dim, k] (the cache layout).
+    query: [batch, q, heads, head_dim], as the logits were computed from it
+      (in their dtype: then the backward pass keeps one copy of it).
+    value: [batch, heads, head_dim, k] (the cache layout); its dtype is the
+      output's.
     prefix: (prompt keys, prompt values), each [batch, l, heads, head_dim],
       or None; the prompt columns get bias 0.
 
@@ -325,8 +327,10 @@ class MultiHeadAttention(nn.Module):
           logits, prompt_logits(query, prefix[0], logits.dtype))
       self.sow('intermediates', 'prefix_attention_mass',
                jnp.sum(parts.prompt_weights.astype(dtype), axis=-1))
-    x = attention(logits, query, value, prefix, cfg.dropout_rate,
-                  dropout_rng)
+    # The query in the logits' dtype: the logits' backward pass keeps that
+    # one, and the prompts' recompute shares it.
+    x = attention(logits, query.astype(logits.dtype), value, prefix,
+                  cfg.dropout_rate, dropout_rng)
     # [batch, q_length, heads, head_dim] -> [batch, q_length, emb_dim]
     return DenseGeneral(inputs_q.shape[-1], axis=(-2, -1),
                         kernel_axes=('joined_kv', 'embed'), dtype=dtype,
