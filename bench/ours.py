@@ -6,7 +6,6 @@ The state and step are built by `train_state`, as `runner.train` builds them
 XLA's backend-compile event, so "no recompilation after the first step" is
 measured, not assumed.
 """
-import time
 from typing import Dict, Tuple
 
 import jax
@@ -180,7 +179,18 @@ def train(cfg: T5Config, conditioner_name: str, batch: Dict[str, np.ndarray],
           *, num_tasks: int, warmup: int = 2, steps: int = 5,
           train_params: str = 'all',
           prng_impl: str = 'threefry2x32') -> Dict:
-  """Times `trainer.train_step`; reports XLA's FLOPs and memory of the step.
+  """Times `trainer.train_step` (`train_job`) alone."""
+  return timing.run(train_job(cfg, conditioner_name, batch,
+                              num_tasks=num_tasks, train_params=train_params,
+                              prng_impl=prng_impl), warmup, steps)
+
+
+def train_job(cfg: T5Config, conditioner_name: str,
+              batch: Dict[str, np.ndarray], *, num_tasks: int,
+              train_params: str = 'all',
+              prng_impl: str = 'threefry2x32') -> timing.Timed:
+  """`trainer.train_step` ready to time; its result has XLA's FLOPs and
+  memory of the step.
 
   Args:
     train_params: 'all' (full fine-tuning) or 'conditioning' (frozen
@@ -202,23 +212,23 @@ def train(cfg: T5Config, conditioner_name: str, batch: Dict[str, np.ndarray],
   cost = compiled.cost_analysis()
   memory = compiled.memory_analysis()
 
-  times = []
-  for i in range(warmup + steps):
-    start = time.perf_counter()
-    state, metrics = step_fn(state, device_batch, rng)
-    jax.block_until_ready((state, metrics))
-    if i == 0:
-      compiles_first = counter.count
-    if i >= warmup:
-      times.append(time.perf_counter() - start)
+  # What the steps change, and the compile count when the first ended.
+  live = {'state': state, 'compiles_first': None}
+
+  def step():
+    live['state'], live['metrics'] = jax.block_until_ready(
+        step_fn(live['state'], device_batch, rng))
+    if live['compiles_first'] is None:
+      live['compiles_first'] = counter.count
+
   n_params = sum(x.size for x in jax.tree.leaves(params))
   n_cond = sum(x.size for x in jax.tree.leaves(params.get('conditioner', {})))
-  return {
+  return timing.Timed(step, lambda times: {
       **timing.summary(times),
-      'loss': float(metrics['loss']),
+      'loss': float(live['metrics']['loss']),
       # Initialisation and the step itself, all before the first step ends.
-      'compiles_until_first_step': compiles_first,
-      'compiles_after_first_step': counter.count - compiles_first,
+      'compiles_until_first_step': live['compiles_first'],
+      'compiles_after_first_step': counter.count - live['compiles_first'],
       'compile_seconds': counter.seconds,
       'xla_flops': float(cost['flops']),
       'analytic_flops': step_flops(
@@ -226,7 +236,7 @@ def train(cfg: T5Config, conditioner_name: str, batch: Dict[str, np.ndarray],
           *batch['decoder_target_tokens'].shape[:1],
           batch['encoder_input_tokens'].shape[1],
           batch['decoder_target_tokens'].shape[1]),
-      'state_bytes': state_bytes(state),
+      'state_bytes': state_bytes(live['state']),
       'xla_memory_bytes': {
           'arguments': memory.argument_size_in_bytes,
           'outputs': memory.output_size_in_bytes,
@@ -235,7 +245,7 @@ def train(cfg: T5Config, conditioner_name: str, batch: Dict[str, np.ndarray],
       },
       'params': int(n_params),
       'conditioner_params': int(n_cond),
-  }
+  })
 
 
 def decode_step_flops(decoder_params, cache, batch: int) -> int:
@@ -262,13 +272,22 @@ def decode_step_flops(decoder_params, cache, batch: int) -> int:
 def decode(cfg: T5Config, conditioner_name: str,
            batch: Dict[str, np.ndarray], *, num_tasks: int,
            warmup: int = 1, steps: int = 3) -> Dict:
-  """Times greedy `predict_batch` (cache, one conditioner call per decode).
+  """Times greedy decoding (`decode_job`) alone."""
+  return timing.run(decode_job(cfg, conditioner_name, batch,
+                               num_tasks=num_tasks), warmup, steps)
 
-  Also returns what a decode must read and compute, for the roofline: the
-  decoder's parameters and the cache are read once per generated position,
-  and each position multiplies every decoder weight matrix by the batch's
-  rows and attends over the cache (at batch 8 reading bounds a step, at
-  batch 64 computing does); the encoder runs once.
+
+def decode_job(cfg: T5Config, conditioner_name: str,
+               batch: Dict[str, np.ndarray], *,
+               num_tasks: int) -> timing.Timed:
+  """Greedy `predict_batch` (cache, one conditioner call per decode) ready
+  to time; a step is a whole decode.
+
+  Its result also has what a decode must read and compute, for the
+  roofline: the decoder's parameters and the cache are read once per
+  generated position, and each position multiplies every decoder weight
+  matrix by the batch's rows and attends over the cache (at batch 8 reading
+  bounds a step, at batch 64 computing does); the encoder runs once.
   """
   if cfg.logits_via_embedding:
     raise NotImplementedError('The decoding roofline counts logits_dense; '
@@ -282,14 +301,15 @@ def decode(cfg: T5Config, conditioner_name: str,
   with partitioner.context():
     predict = jax.jit(model.predict_batch)
     device_batch = partitioner.global_batch(features)
-    times = []
-    for i in range(warmup + steps):
-      start = time.perf_counter()
-      tokens = jax.block_until_ready(predict(params, device_batch))
-      if i == 0:
-        compiles_first = counter.count
-      if i >= warmup:
-        times.append(time.perf_counter() - start)
+  # The last decode's tokens, and the compile count when the first ended.
+  live = {'compiles_first': None}
+
+  def step():
+    with partitioner.context():
+      live['tokens'] = jax.block_until_ready(predict(params, device_batch))
+    if live['compiles_first'] is None:
+      live['compiles_first'] = counter.count
+
   cache = jax.eval_shape(
       lambda p, b: model.module.apply(
           {'params': p}, b['encoder_input_tokens'], b['decoder_input_tokens'],
@@ -298,7 +318,7 @@ def decode(cfg: T5Config, conditioner_name: str,
   nbytes = lambda tree: sum(x.size * x.dtype.itemsize
                             for x in jax.tree.leaves(tree))
   encoder_params = sum(x.size for x in jax.tree.leaves(params['encoder']))
-  return {
+  return timing.Timed(step, lambda times: {
       **timing.summary(times),
       'bytes_per_position': nbytes(params['decoder']) + nbytes(cache),
       'flops_per_position': decode_step_flops(params['decoder'], cache,
@@ -306,7 +326,7 @@ def decode(cfg: T5Config, conditioner_name: str,
       # Matmul FLOPs of the encoder pass (projections and MLP).
       'encoder_flops': 2 * encoder_params * features[
           'encoder_input_tokens'].size,
-      'generated_length': int(tokens.shape[1]),
-      'all_generated': bool(np.all(np.asarray(tokens) != 0)),
-      'compiles_after_first_call': counter.count - compiles_first,
-  }
+      'generated_length': int(live['tokens'].shape[1]),
+      'all_generated': bool(np.all(np.asarray(live['tokens']) != 0)),
+      'compiles_after_first_call': counter.count - live['compiles_first'],
+  })

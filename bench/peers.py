@@ -21,8 +21,7 @@ import json
 import os
 import pathlib
 import tempfile
-import time
-from typing import Callable, Dict
+from typing import Dict
 
 import numpy as np
 
@@ -86,21 +85,17 @@ def step_flops(cfg: T5Config, batch: int, inputs: int, targets: int,
                                                         peft_prefix)))
 
 
-def _timed(step: Callable[[], None], warmup: int, steps: int) -> Dict:
-  for _ in range(warmup):
-    step()
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - start)
-  return timing.summary(times)
-
-
 def train(cfg: T5Config, batch: Dict[str, np.ndarray], *, precision: str,
-          peft_prefix: int = 0, warmup: int = 2, steps: int = 5,
-          learning_rate: float = 1e-3) -> Dict:
-  """Times full fine-tuning steps (forward, loss, backward, AdamW update).
+          peft_prefix: int = 0, warmup: int = 2, steps: int = 5) -> Dict:
+  """Times training steps (`train_job`) alone."""
+  return timing.run(train_job(cfg, batch, precision=precision,
+                              peft_prefix=peft_prefix), warmup, steps)
+
+
+def train_job(cfg: T5Config, batch: Dict[str, np.ndarray], *, precision: str,
+              peft_prefix: int = 0,
+              learning_rate: float = 1e-3) -> timing.Timed:
+  """Training steps (forward, loss, backward, AdamW update) ready to time.
 
   Args:
     precision: 'float32', or 'bfloat16' for `torch.autocast` (weights and
@@ -142,18 +137,28 @@ def train(cfg: T5Config, batch: Dict[str, np.ndarray], *, precision: str,
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
-  result = _timed(step, warmup, steps)
-  result['trainable_params'] = sum(p.numel() for p in params)
-  result['total_params'] = sum(p.numel() for p in model.parameters())
-  b, inputs = batch['encoder_input_tokens'].shape
-  result['analytic_flops'] = step_flops(
-      cfg, b, inputs, batch['decoder_target_tokens'].shape[1], peft_prefix)
-  return result
+  b, length = batch['encoder_input_tokens'].shape
+  return timing.Timed(step, lambda times: {
+      **timing.summary(times),
+      'trainable_params': sum(p.numel() for p in params),
+      'total_params': sum(p.numel() for p in model.parameters()),
+      'analytic_flops': step_flops(cfg, b, length,
+                                   batch['decoder_target_tokens'].shape[1],
+                                   peft_prefix),
+  })
 
 
 def generate(cfg: T5Config, batch: Dict[str, np.ndarray], *,
              new_tokens: int, warmup: int = 1, steps: int = 3) -> Dict:
-  """Times greedy `generate` with the KV cache, exactly `new_tokens` tokens."""
+  """Times greedy `generate` (`generate_job`) alone."""
+  return timing.run(generate_job(cfg, batch, new_tokens=new_tokens), warmup,
+                    steps)
+
+
+def generate_job(cfg: T5Config, batch: Dict[str, np.ndarray], *,
+                 new_tokens: int) -> timing.Timed:
+  """Greedy `generate` with the KV cache, exactly `new_tokens` tokens, ready
+  to time; a step is a whole `generate`."""
   torch = _torch()
   model = hf_model(cfg).eval()
   input_ids = torch.tensor(batch['encoder_input_tokens'], dtype=torch.long)
@@ -167,7 +172,8 @@ def generate(cfg: T5Config, batch: Dict[str, np.ndarray], *,
           num_beams=1, use_cache=True, max_new_tokens=new_tokens,
           min_new_tokens=new_tokens)
 
-  result = _timed(step, warmup, steps)
-  # The decoder start token is returned as the first column.
-  result['generated_length'] = int(out['tokens'].shape[1] - 1)
-  return result
+  return timing.Timed(step, lambda times: {
+      **timing.summary(times),
+      # The decoder start token is returned as the first column.
+      'generated_length': int(out['tokens'].shape[1] - 1),
+  })

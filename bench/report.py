@@ -20,6 +20,7 @@ import numpy as np
 
 from bench import markdown_section
 from bench import ours
+from bench import timing
 from bench import workload
 from hyperprompt import params as params_lib
 
@@ -130,6 +131,9 @@ VARIANTS = {'prng_impl': lambda v: f'{v} dropout keys',
 
 def job_label(job) -> str:
   """A job's identifying fields, as `bench.run` prints them."""
+  if job['job'] == 'paired':
+    return (f'paired target={job["target"]}: {job_label(job["a"])} | '
+            f'{job_label(job["b"])}')
   return ' '.join(f'{k}={v}' for k, v in job.items()
                   if k in ('job', 'shape', 'conditioner', 'dtype', 'precision',
                            'peft_prefix', 'train_params', 'prng_impl',
@@ -154,8 +158,32 @@ def _shapes(runs) -> List[str]:
   return seen
 
 
+def paired_ratios(results: dict, shape: str
+                  ) -> Dict[str, Tuple[float, float, float, int]]:
+  """{target: (median, low, high, n)} of the paired jobs (bench.run's
+  PAIRS) of one model shape: the median of the per-round ratios and its
+  95% confidence interval (`timing.median_interval`), over n rounds. A
+  target's ratio is b's step time over a's; for decoding, tokens/s (a's
+  over b's), which also scales by the generated lengths."""
+  out = {}
+  for r in _ok(results['runs']):
+    job = r['job']
+    if job['job'] != 'paired' or job['a'].get('shape') != shape:
+      continue
+    res = r['result']
+    scale = 1.0
+    if 'generated_length' in res['a']:
+      scale = res['a']['generated_length'] / res['b']['generated_length']
+    per_round = [scale * b / a for a, b in zip(res['times_a'],
+                                               res['times_b'])]
+    out[job['target']] = (*timing.median_interval(per_round), len(per_round))
+  return out
+
+
 def summary(results: dict, shape: str) -> Dict[str, Optional[float]]:
-  """The target quantities for one model shape."""
+  """The target quantities for one model shape: each ratio from its paired
+  job where the run has one (`paired_ratios`), else from the two jobs
+  measured apart (results of runs before the paired jobs existed)."""
   runs = results['runs']
   peak = _machine(results)['xla_peak']['float32']
   get = lambda **m: find_run(runs, shape=shape, **m)
@@ -191,11 +219,18 @@ def summary(results: dict, shape: str) -> Dict[str, Optional[float]]:
   recompiles = [r['result'].get('compiles_after_first_step',
                                 r['result'].get('compiles_after_first_call'))
                 for r in our_runs if r['job']['job'] != 'ours_profile']
-  return {
+  pairs = paired_ratios(results, shape)
+  # MFU from the median of the f32 pair's 15 steps of ours where it exists.
+  f32_pair = next((r for r in _ok(runs) if r['job']['job'] == 'paired' and
+                   r['job']['target'] == 'speedup_f32' and
+                   r['job']['a'].get('shape') == shape), None)
+  plain_result = f32_pair['result']['a'] if f32_pair else (
+      plain and plain['result'])
+  values = {
       'speedup_f32': ratio(tps(plain), tps(hf32)),
-      'mfu_f32': (plain['result']['analytic_flops'] /
-                  plain['result']['step_seconds'] / peak)
-                 if plain else None,
+      'mfu_f32': (plain_result['analytic_flops'] /
+                  plain_result['step_seconds'] / peak)
+                 if plain_result else None,
       'speedup_bf16': ratio(max(tps(plain16) or 0, tps(plain) or 0),
                             tps(hf16)),
       'global_overhead': ratio(glob and glob['result']['step_seconds'],
@@ -208,6 +243,8 @@ def summary(results: dict, shape: str) -> Dict[str, Optional[float]]:
           glob and glob['result']['step_seconds']),
       'recompiles': max(recompiles) if recompiles else None,
   }
+  values.update({key: median for key, (median, *_) in pairs.items()})
+  return values
 
 
 def _machine(results) -> dict:
@@ -470,13 +507,18 @@ def _met(key: str, value: Optional[float]) -> Optional[bool]:
   return value >= threshold if higher else value <= threshold
 
 
-def _show(key: str, value: Optional[float]) -> str:
+def _show(key: str, value: Optional[float], interval=None) -> str:
+  """A target's value; with `interval` ((median, low, high, n) of a paired
+  job) its confidence interval and n too."""
   if value is None:
     return '-'
   if key in ('mfu_f32', 'decode_bound'):
     return _fmt(100 * value, 1) + '%'
   if key == 'recompiles':
     return str(value)
+  if interval:
+    _, low, high, n = interval
+    return f'{value:.2f}x ({low:.2f}-{high:.2f}, n={n})'
   return f'{value:.2f}x'
 
 
@@ -485,6 +527,8 @@ def targets_table(all_results: Dict[str, dict], shape: str) -> List[str]:
   CPU type (and measured on each)."""
   values = {slug: summary(results, shape)
             for slug, results in all_results.items()}
+  pairs = {slug: paired_ratios(results, shape)
+           for slug, results in all_results.items()}
   lines = ['| target | wanted | ' + ' | '.join(
       f'{cpu_label(results)} ({results.get("commit", "commit not recorded")})'
       for results in all_results.values()) + ' | met on every CPU type |',
@@ -504,8 +548,15 @@ def targets_table(all_results: Dict[str, dict], shape: str) -> List[str]:
     else:
       wanted = f'{">=" if higher else "<="} {threshold}x'
     lines.append(f'| {text} | {wanted} | ' + ' | '.join(
-        _show(key, values[slug][key]) for slug in all_results) +
-                 f' | {verdict} |')
+        _show(key, values[slug][key], pairs[slug].get(key))
+        for slug in all_results) + f' | {verdict} |')
+  if any(pairs.values()):
+    lines += ['', 'A ratio shown with an interval was measured in one '
+              'process, the two sides\' steps interleaved (`bench.run`\'s '
+              'PAIRS): the median of n per-round ratios and its 95% '
+              'confidence interval. The verdict reads the median; an '
+              'interval that holds the target means the run cannot tell. '
+              'Ratios without one compare two jobs run minutes apart.']
   return lines
 
 
@@ -638,7 +689,8 @@ def timed_load(results: dict) -> float:
   """The highest load average (1 min) before a timed training or decoding
   job of the run: what the targets' timings ran under."""
   return max(r['load_before'][0] for r in _ok(results['runs'])
-             if 'step_seconds' in r['result'])
+             if 'step_seconds' in r['result'] or
+             r['job']['job'] == 'paired')
 
 
 def disturbed_facts(results: dict) -> List[str]:
@@ -695,6 +747,27 @@ def _run_facts(results: dict, slug: str) -> List[str]:
       f'{job["num_tasks"]} tasks, dropout {job["dropout_rate"]}']
 
 
+def _paired_table(results: dict, shape: str) -> List[str]:
+  """Each paired job: both sides' median step and the target's ratio."""
+  ratios = paired_ratios(results, shape)
+  rows = []
+  for r in _ok(results['runs']):
+    job, res = r['job'], r['result']
+    if job['job'] != 'paired' or job['a'].get('shape') != shape:
+      continue
+    side = lambda j: f'{job_label(j)}{variant_label(j)}'
+    ms = lambda x: f'{1000 * x["step_seconds"]:,.0f}'
+    median, low, high, n = ratios[job['target']]
+    rows.append(f'| {job["target"]} | {side(job["a"])} | {ms(res["a"])} | '
+                f'{side(job["b"])} | {ms(res["b"])} | {median:.3f} | '
+                f'{low:.3f}-{high:.3f} | {n} |')
+  if not rows:
+    return []
+  return ['| target | a | a median ms | b | b median ms | ratio (median of '
+          'rounds) | 95% interval | rounds |',
+          '|---|---|---:|---|---:|---:|---|---:|'] + rows
+
+
 def _cpu_section(results: dict, slug: str) -> List[str]:
   """Everything one CPU type's run measured, under one heading."""
   machine = _machine(results)
@@ -715,6 +788,9 @@ def _cpu_section(results: dict, slug: str) -> List[str]:
            *_peer_params(results, shapes[0]), '',
            f'![throughput on {cpu_label(results)}]({RESULTS_DIR}/{slug}.png)']
   for shape in shapes:
+    paired = _paired_table(results, shape)
+    if paired:
+      lines += ['', f'#### Paired jobs, {shape}', '', *paired]
     lines += ['', f'#### Training step, {shape}', '',
               *_training_table(results, shape), '',
               f'#### FLOPs per training step, {shape}', '',

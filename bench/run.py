@@ -49,6 +49,10 @@ JOB_TIMEOUT_S = 420
 # A disturbed timed job (timing.disturbed) runs again, at most MAX_ATTEMPTS
 # times in all; the report uses its last attempt and names the repeated jobs.
 MAX_ATTEMPTS = 3
+# Rounds of a paired job: 15 give a 95% interval for the median ratio from
+# the 4th to the 12th smallest (timing.median_interval), about a minute of
+# interleaved training steps.
+PAIRED_ROUNDS = 15
 
 
 def jobs(shape: str, full: bool, warmup: int, steps: int):
@@ -85,6 +89,7 @@ def jobs(shape: str, full: bool, warmup: int, steps: int):
     out.append(dict(decode, job='ours_decode', conditioner=name))
   out.append(dict(decode, job='hf_generate'))
   if full:
+    out += pairs(common, decode)
     # Decoding at batch 1 (one request) and 64 (a GLUE eval set in large
     # batches) beside batch 8, ours and transformers.
     b, inputs, targets = BATCH_SHAPE
@@ -111,6 +116,29 @@ def jobs(shape: str, full: bool, warmup: int, steps: int):
       out.append(dict(common, job='ours_profile', conditioner='none',
                       decode=True, batch_shape=(batch, inputs, targets)))
   return out
+
+
+def pairs(common: dict, decode: dict):
+  """The paired jobs (worker.paired), one per ratio target of issue 17:
+  `b`'s step time over `a`'s is the target's ratio (for decoding, `a`'s
+  tokens/s over `b`'s)."""
+  ours = dict(common, job='ours_train', conditioner='none', dtype='float32')
+  hf = dict(common, job='hf_train', precision='float32')
+  glob = dict(ours, conditioner='hyperprompt_global')
+  todo = {
+      'speedup_f32': (ours, hf),
+      'speedup_bf16': (dict(ours, dtype='bfloat16'),
+                       dict(hf, precision='bfloat16')),
+      'global_overhead': (ours, glob),
+      'global_conditioning': (glob, dict(glob, train_params='conditioning')),
+      'peft_speedup': (dict(ours, conditioner='prefix_tuning_decoder',
+                            train_params='conditioning'),
+                       dict(hf, peft_prefix=16)),
+      'decode_speedup': (dict(decode, job='ours_decode', conditioner='none'),
+                         dict(decode, job='hf_generate')),
+  }
+  return [dict(job='paired', target=target, a=a, b=b, warmup=1,
+               rounds=PAIRED_ROUNDS) for target, (a, b) in todo.items()]
 
 
 def find_tcmalloc() -> Optional[str]:

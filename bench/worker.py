@@ -11,6 +11,8 @@ import json
 import resource
 import sys
 
+from bench import timing
+
 RESULT_MARKER = 'BENCH_RESULT '
 
 
@@ -26,9 +28,61 @@ def _peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _workload(job: dict):
+  """(T5Config, batch) of a job's shape, precision and dropout rate."""
+  from bench import workload  # pylint: disable=g-import-not-at-top
+  cfg = workload.t5_config(job['shape'], job.get('dtype', 'float32'),
+                           job['dropout_rate'])
+  shape = workload.BatchShape(*job['batch_shape'])
+  return cfg, workload.make_batch(cfg, shape, job['num_tasks'])
+
+
+def timed_job(job: dict) -> timing.Timed:
+  """The `timing.Timed` of a timed job (ours_train, ours_decode, hf_train,
+  hf_generate)."""
+  kind = job['job']
+  cfg, batch = _workload(job)
+  if kind.startswith('ours'):
+    from bench import ours  # pylint: disable=g-import-not-at-top
+  else:
+    from bench import peers  # pylint: disable=g-import-not-at-top
+  if kind == 'ours_train':
+    return ours.train_job(cfg, job['conditioner'], batch,
+                          num_tasks=job['num_tasks'],
+                          train_params=job.get('train_params', 'all'),
+                          prng_impl=job.get('prng_impl', 'threefry2x32'))
+  if kind == 'ours_decode':
+    return ours.decode_job(cfg, job['conditioner'], batch,
+                           num_tasks=job['num_tasks'])
+  if kind == 'hf_train':
+    return peers.train_job(cfg, batch, precision=job['precision'],
+                           peft_prefix=job.get('peft_prefix', 0))
+  if kind == 'hf_generate':
+    return peers.generate_job(cfg, batch,
+                              new_tokens=job['batch_shape'][2])
+  raise ValueError(f'Unknown job {kind!r}.')
+
+
+def paired(job: dict) -> dict:
+  """Two timed jobs, `job['a']` and `job['b']`, in this process, their steps
+  interleaved for `job['rounds']` rounds after `job['warmup']` untimed steps
+  each (`timing.paired`). Each side's result is its own job's, from its
+  timed steps; `times_a` and `times_b` are the step seconds, round by round,
+  for the ratio per round. Compilations are not counted here (each side
+  counts the other's): the jobs measured alone count them."""
+  a, b = timed_job(job['a']), timed_job(job['b'])
+  times_a, times_b = timing.paired(a, b, job['warmup'], job['rounds'])
+  drop = ('compiles_until_first_step', 'compiles_after_first_step',
+          'compiles_after_first_call', 'compile_seconds')
+  side = lambda t, times: {k: v for k, v in t.result(times).items()
+                           if k not in drop}
+  return {'a': side(a, times_a), 'b': side(b, times_b),
+          'times_a': times_a, 'times_b': times_b,
+          'peak_rss_mib': _peak_rss_mib()}
+
+
 def run(job: dict) -> dict:
   """Dispatches one job; see `bench.run.jobs` for the fields."""
-  from bench import workload  # pylint: disable=g-import-not-at-top
   kind = job['job']
   if kind == 'machine':
     from bench import machine  # pylint: disable=g-import-not-at-top
@@ -44,37 +98,20 @@ def run(job: dict) -> dict:
     from bench import params_table  # pylint: disable=g-import-not-at-top
     return {'rows': params_table.table()}
 
-  cfg = workload.t5_config(job['shape'], job.get('dtype', 'float32'),
-                           job['dropout_rate'])
-  shape = workload.BatchShape(*job['batch_shape'])
-  batch = workload.make_batch(cfg, shape, job['num_tasks'])
+  if kind == 'paired':
+    return paired(job)
+  # The framework's own memory (jax, with ours) is in the baseline.
   if kind.startswith('ours'):
-    from bench import ours  # pylint: disable=g-import-not-at-top
-  else:
-    from bench import peers  # pylint: disable=g-import-not-at-top
+    from bench import ours  # pylint: disable=g-import-not-at-top,unused-import
   baseline = _rss_mib()
-  steps = dict(warmup=job['warmup'], steps=job['steps'])
-  if kind == 'ours_train':
-    result = ours.train(cfg, job['conditioner'], batch,
-                        num_tasks=job['num_tasks'],
-                        train_params=job.get('train_params', 'all'),
-                        prng_impl=job.get('prng_impl', 'threefry2x32'),
-                        **steps)
-  elif kind == 'ours_decode':
-    result = ours.decode(cfg, job['conditioner'], batch,
-                         num_tasks=job['num_tasks'], **steps)
-  elif kind == 'ours_profile':
+  if kind == 'ours_profile':
     from bench import profile  # pylint: disable=g-import-not-at-top
+    cfg, batch = _workload(job)
     fn = profile.decode_profile if job.get('decode') else \
         profile.train_step_profile
     result = fn(cfg, job['conditioner'], batch, job['num_tasks'])
-  elif kind == 'hf_train':
-    result = peers.train(cfg, batch, precision=job['precision'],
-                         peft_prefix=job.get('peft_prefix', 0), **steps)
-  elif kind == 'hf_generate':
-    result = peers.generate(cfg, batch, new_tokens=shape.targets, **steps)
   else:
-    raise ValueError(f'Unknown job {kind!r}.')
+    result = timing.run(timed_job(job), job['warmup'], job['steps'])
   result['baseline_rss_mib'] = baseline
   result['peak_rss_mib'] = _peak_rss_mib()
   return result

@@ -228,6 +228,85 @@ def test_throughput_chart_range_is_slowest_to_fastest_step():
   assert (median, fastest) == (40.0, 100.0) and math.isnan(slowest)
 
 
+def test_median_interval_from_order_statistics_by_hand():
+  # n = 15: P(Binomial(15, 1/2) < 4) = (1 + 15 + 105 + 455) / 2^15 = 0.0176
+  # <= 0.025 and P(< 5) = 0.059 > 0.025, so the 95% interval is the 4th to
+  # the 12th smallest value.
+  values = [float(v) for v in (15, 3, 9, 1, 12, 6, 14, 2, 8, 11, 5, 13, 7,
+                               4, 10)]
+  assert timing.median_interval(values) == (8.0, 4.0, 12.0)
+  # n = 12: P(< 3) = 79 / 4096 = 0.019 <= 0.025, P(< 4) = 0.073: 3rd to 10th.
+  assert timing.median_interval([float(v) for v in range(1, 13)]) == (
+      6.5, 3.0, 10.0)
+  # Too few values for 95% (n = 5: min and max cover 94%): the whole range.
+  assert timing.median_interval([3.0, 1.0, 2.0, 5.0, 4.0]) == (3.0, 1.0,
+                                                                5.0)
+  with pytest.raises(ValueError):
+    timing.median_interval([])
+
+
+def test_paired_steps_alternate_which_side_goes_first():
+  order = []
+  side = lambda name: timing.Timed(lambda: order.append(name), None)
+  times_a, times_b = timing.paired(side('a'), side('b'), warmup=1, rounds=3)
+  assert order == ['a', 'b', 'a', 'b', 'b', 'a', 'a', 'b']
+  assert len(times_a) == len(times_b) == 3
+
+
+def _paired(target, times_a, times_b, job_a=None, **sides):
+  job_a = job_a or {'job': 'ours_train', 'shape': 'small'}
+  a = dict(timing.summary(times_a), **sides.get('a', {}))
+  b = dict(timing.summary(times_b), **sides.get('b', {}))
+  return _run({'job': 'paired', 'target': target, 'a': job_a,
+               'b': {'job': 'hf_train', 'shape': 'small'}},
+              a=a, b=b, times_a=times_a, times_b=times_b)
+
+
+def test_paired_jobs_decide_the_ratio_targets():
+  # Per-round ratios b/a: 1.2, 1.5, 1.4, 1.3, 1.1, 1.6 (n = 6: the 95%
+  # interval is min to max); median 1.35. The jobs measured apart (1.1x)
+  # are not what the target reads.
+  times_a = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+  times_b = [1.2, 1.5, 1.4, 1.3, 1.1, 1.6]
+  pair = _paired('speedup_f32', times_a, times_b,
+                 a={'analytic_flops': 60e9})
+  results = _results(_train(1.0), _hf(1.1), pair)
+  assert report.paired_ratios(results, 'small') == {
+      'speedup_f32': (pytest.approx(1.35), 1.1, 1.6, 6)}
+  values = report.summary(results, 'small')
+  assert values['speedup_f32'] == pytest.approx(1.35)
+  # MFU from the pair's own step of ours: 60 GFLOP / 1 s / 100 GFLOP/s.
+  assert values['mfu_f32'] == pytest.approx(0.6)
+  lines = report.targets_table({'amd': results}, 'small')
+  row = next(l for l in lines if l.startswith('| training tokens/s vs '
+                                               'transformers f32'))
+  assert row.endswith('| >= 1.3x | 1.35x (1.10-1.60, n=6) | yes |')
+  assert any('95% confidence interval' in l for l in lines)
+
+
+def test_paired_decoding_compares_tokens_per_second():
+  # a generates 32 tokens in 1 s, b 16 in 1 s: a is 2x as fast per token.
+  pair = _paired('decode_speedup', [1.0] * 6, [1.0] * 6,
+                 job_a={'job': 'ours_decode', 'shape': 'small'},
+                 a={'generated_length': 32}, b={'generated_length': 16})
+  results = _results(pair)
+  assert report.paired_ratios(results, 'small')['decode_speedup'][0] == 2.0
+
+
+def test_full_run_pairs_every_ratio_target():
+  from bench import run  # pylint: disable=g-import-not-at-top
+  todo = run.jobs('tiny', full=True, warmup=1, steps=2)
+  paired = {j['target']: j for j in todo if j['job'] == 'paired'}
+  ratio_targets = {key for key, *_ in report.TARGETS
+                   if key not in ('mfu_f32', 'decode_bound', 'recompiles')}
+  assert set(paired) == ratio_targets
+  assert paired['global_overhead']['a']['conditioner'] == 'none'
+  assert paired['global_overhead']['b']['conditioner'] == (
+      'hyperprompt_global')
+  assert paired['peft_speedup']['b']['peft_prefix'] > 0
+  assert all(j['rounds'] == run.PAIRED_ROUNDS for j in paired.values())
+
+
 def test_disturbed_jobs_run_again_and_the_last_attempt_counts(monkeypatch):
   from bench import run  # pylint: disable=g-import-not-at-top
   # Slowest step 2x the fastest (disturbed), then 1.2x (steady).

@@ -151,3 +151,23 @@ def test_decode_reads_one_cache_per_example(tiny):
   keys = cfg.num_decoder_layers * kv * (SHAPE.targets + SHAPE.inputs)
   for b in (1, 8, 64):
     assert got[b]['flops_per_position'] == 2 * b * weights + 4 * b * keys
+
+
+def test_paired_job_interleaves_ours_and_transformers():
+  """A paired job (the ratio targets' measurement) runs both sides in one
+  process; each side's result is its own job's, from its timed rounds."""
+  from bench import worker  # pylint: disable=g-import-not-at-top
+  common = dict(shape='tiny', batch_shape=[2, 16, 8], num_tasks=NUM_TASKS,
+                dropout_rate=0.1)
+  with jax.default_prng_impl('unsafe_rbg'):
+    result = worker.run(dict(
+        job='paired', target='speedup_f32', warmup=1, rounds=2,
+        a=dict(common, job='ours_train', conditioner='none'),
+        b=dict(common, job='hf_train', precision='float32')))
+  assert len(result['times_a']) == len(result['times_b']) == 2
+  assert result['a']['step_seconds'] == sum(result['times_a']) / 2
+  assert result['b']['step_seconds'] == sum(result['times_b']) / 2
+  assert result['a']['loss'] > 0
+  assert result['b']['trainable_params'] == result['b']['total_params']
+  # Each side would count the other's compilations: not reported here.
+  assert 'compiles_after_first_step' not in result['a']
