@@ -2,6 +2,7 @@
 own cached decoder."""
 import functools
 import os
+import re
 
 import gin
 import jax
@@ -9,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hyperprompt import layers
 from hyperprompt import pretrained
 from hyperprompt.config import T5Config
 from hyperprompt.layers import DenseGeneral
@@ -152,3 +154,82 @@ def test_dense_general_contracts_trailing_axes_only():
   dense = DenseGeneral(3, kernel_axes=('embed', 'mlp'), axis=0)
   with pytest.raises(ValueError, match='contracts trailing axes; got axis 0'):
     dense.init(jax.random.PRNGKey(0), jnp.ones((2, 4)))
+
+
+def _bfloat16_operands(x, kernel, d_out):
+  """The bfloat16 matmul's value and VJP, and the same formula in float32
+  on the same (bfloat16-rounded) operands, differentiated by jax.vjp."""
+  got, vjp = jax.vjp(layers.matmul, x, kernel)
+  # The kernel rounded to bfloat16 as the matmul uses it; its gradient is
+  # the float32 one of what it multiplies (rounding passes it through).
+  rounded = lambda k32: k32 + jax.lax.stop_gradient(
+      k32.astype(jnp.bfloat16).astype(jnp.float32) - k32)
+  reference = lambda x32, k32: x32 @ rounded(k32)
+  want, ref_vjp = jax.vjp(reference, x.astype(jnp.float32), kernel)
+  return (got, vjp(d_out)), (want, ref_vjp(d_out.astype(jnp.float32)))
+
+
+def test_cpu_bfloat16_matmul_is_the_formula_with_a_float32_kernel_gradient():
+  """On CPU a bfloat16 matmul (DenseGeneral's) multiplies bfloat16 operands
+  into float32 sums, forward and backward: its value and the input's
+  gradient are the float32 formula's rounded to bfloat16, and the kernel's
+  gradient keeps float32."""
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  x = jax.random.normal(keys[0], (64, 48)).astype(jnp.bfloat16)
+  kernel = jax.random.normal(keys[1], (48, 32))
+  d_out = jax.random.normal(keys[2], (64, 32)).astype(jnp.bfloat16)
+  (got, (d_x, d_kernel)), (want, (ref_d_x, ref_d_kernel)) = (
+      _bfloat16_operands(x, kernel, d_out))
+  assert got.dtype == d_x.dtype == jnp.bfloat16
+  assert d_kernel.dtype == jnp.float32
+  # float32 sums of the same products, in another order: equal once
+  # rounded to bfloat16 but for the last bit.
+  bf16_ulp = 2.0**-7
+  np.testing.assert_allclose(np.asarray(got, np.float32), want,
+                             rtol=bf16_ulp, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(d_x, np.float32), ref_d_x,
+                             rtol=bf16_ulp, atol=1e-6)
+  np.testing.assert_allclose(d_kernel, ref_d_kernel, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_bfloat16_matmul_compiles_to_bfloat16_dots():
+  """Why it exists: XLA:CPU multiplies a bfloat16 dot with a bfloat16
+  result in float32 (after converting both operands), and does so for the
+  plain matmul's forward and both backward dots; this one's forward dot and
+  input-gradient dot take bfloat16 operands."""
+  x = jnp.ones((64, 48), jnp.bfloat16)
+  kernel = jnp.ones((48, 32), jnp.float32)
+  d_out = jnp.ones((64, 32), jnp.bfloat16)
+  plain = lambda x, k: jnp.dot(x, k.astype(jnp.bfloat16))
+
+  def dot_operand_types(f):
+    def value_and_vjp(x, k, d_out):
+      out, vjp = jax.vjp(f, x, k)
+      return out, vjp(d_out)
+    text = jax.jit(value_and_vjp).lower(x, kernel,
+                                        d_out).compile().as_text()
+    types = dict(re.findall(r'%([\w.\-]+) = (\w+)\[', text))
+    return sorted(types[a] for a, _ in re.findall(
+        r' dot\(%([\w.\-]+), %([\w.\-]+)\)', text))
+
+  assert dot_operand_types(plain) == ['f32', 'f32', 'f32']
+  assert dot_operand_types(layers.matmul) == ['bf16', 'bf16', 'f32']
+
+
+def test_matmul_takes_the_plain_dot_when_lowered_for_tpu():
+  """Traced for a TPU mesh (as `hyperprompt compile` traces on a CPU host),
+  the matmul is the plain dot: TPU programs do not change."""
+  from hyperprompt import compile as compile_lib  # pylint: disable=g-import-not-at-top
+  devices = compile_lib.topology_devices('v5e:2x2')
+  mesh = jax.sharding.Mesh(np.array(devices).reshape(4), ('data',))
+  seen = []
+
+  def platform(x):
+    seen.append(layers._lowering_platform())  # pylint: disable=protected-access
+    return x
+
+  x = jax.ShapeDtypeStruct((4,), jnp.float32)
+  with jax.set_mesh(mesh):
+    jax.jit(platform).trace(x)
+  jax.jit(platform).trace(x)
+  assert seen == ['tpu', 'cpu']
