@@ -2,7 +2,7 @@
 results JSON of this CPU type, then the generated sections of BENCHMARKS.md
 and README.md and the charts from the results of every CPU type.
 
-    python -m bench.run              # full: T5.1.1-small, 15-30 minutes
+    python -m bench.run              # full: T5.1.1-small, 30-40 minutes
     python -m bench.run --quick      # tiny shapes, core set, ~2 minutes;
                                      # a check, not in the report
     python -m bench.run --shapes small,base
