@@ -554,9 +554,11 @@ def targets_table(all_results: Dict[str, dict], shape: str) -> List[str]:
     lines += ['', 'A ratio shown with an interval was measured in one '
               'process, the two sides\' steps interleaved (`bench.run`\'s '
               'PAIRS): the median of n per-round ratios and its 95% '
-              'confidence interval. The verdict reads the median; an '
-              'interval that holds the target means the run cannot tell. '
-              'Ratios without one compare two jobs run minutes apart.']
+              'confidence interval, which covers that one process only (the '
+              'ratio also moves from process to process). The verdict reads '
+              'the median; an interval that holds the target means the run '
+              'cannot tell. Ratios without one compare two jobs run minutes '
+              'apart.']
   return lines
 
 
