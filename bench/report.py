@@ -158,6 +158,13 @@ def _shapes(runs) -> List[str]:
   return seen
 
 
+def _paired_runs(results: dict, shape: str) -> Dict[str, dict]:
+  """{target: run} of the paired jobs of one model shape, in run order."""
+  return {r['job']['target']: r for r in _ok(results['runs'])
+          if r['job']['job'] == 'paired' and
+          r['job']['a'].get('shape') == shape}
+
+
 def paired_ratios(results: dict, shape: str
                   ) -> Dict[str, Tuple[float, float, float, int]]:
   """{target: (median, low, high, n)} of the paired jobs (bench.run's
@@ -166,17 +173,14 @@ def paired_ratios(results: dict, shape: str
   target's ratio is b's step time over a's; for decoding, tokens/s (a's
   over b's), which also scales by the generated lengths."""
   out = {}
-  for r in _ok(results['runs']):
-    job = r['job']
-    if job['job'] != 'paired' or job['a'].get('shape') != shape:
-      continue
+  for target, r in _paired_runs(results, shape).items():
     res = r['result']
     scale = 1.0
     if 'generated_length' in res['a']:
       scale = res['a']['generated_length'] / res['b']['generated_length']
     per_round = [scale * b / a for a, b in zip(res['times_a'],
                                                res['times_b'])]
-    out[job['target']] = (*timing.median_interval(per_round), len(per_round))
+    out[target] = (*timing.median_interval(per_round), len(per_round))
   return out
 
 
@@ -221,9 +225,7 @@ def summary(results: dict, shape: str) -> Dict[str, Optional[float]]:
                 for r in our_runs if r['job']['job'] != 'ours_profile']
   pairs = paired_ratios(results, shape)
   # MFU from the median of the f32 pair's 15 steps of ours where it exists.
-  f32_pair = next((r for r in _ok(runs) if r['job']['job'] == 'paired' and
-                   r['job']['target'] == 'speedup_f32' and
-                   r['job']['a'].get('shape') == shape), None)
+  f32_pair = _paired_runs(results, shape).get('speedup_f32')
   plain_result = f32_pair['result']['a'] if f32_pair else (
       plain and plain['result'])
   values = {
@@ -753,10 +755,8 @@ def _paired_table(results: dict, shape: str) -> List[str]:
   """Each paired job: both sides' median step and the target's ratio."""
   ratios = paired_ratios(results, shape)
   rows = []
-  for r in _ok(results['runs']):
+  for r in _paired_runs(results, shape).values():
     job, res = r['job'], r['result']
-    if job['job'] != 'paired' or job['a'].get('shape') != shape:
-      continue
     side = lambda j: f'{job_label(j)}{variant_label(j)}'
     ms = lambda x: f'{1000 * x["step_seconds"]:,.0f}'
     median, low, high, n = ratios[job['target']]
