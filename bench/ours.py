@@ -14,7 +14,6 @@ import seqio
 
 from bench import flops as flops_lib
 from bench import timing
-from hyperprompt import decoding
 from hyperprompt import models
 from hyperprompt import network
 from hyperprompt import partitioning
